@@ -1,0 +1,155 @@
+"""Shell pairs, shell quartets and the symmetric expansion of unique blocks to dense arrays.
+
+Shells are grouped into kinds (see ``qmgen.basis``). A *pair class* is a pair of kinds
+(X, Y) with X >= Y; for X == Y it holds the shell pairs i >= j, otherwise all (i, j). A
+*quartet class* is a pair of pair classes (P, Q) with P >= Q, holding pair pairs
+bra >= ket when P == Q. Unique blocks are computed once per class (the 2-fold symmetry of
+one-electron integrals, the 8-fold symmetry of (ij|kl)); ``expand_pairs`` and
+``expand_quartets`` rebuild the dense arrays by index arithmetic on the AO grid, one
+gather per block of kinds, with no scatter.
+
+Everything here depends only on the static kind counts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import jax.numpy as jnp
+import numpy as np
+
+from qmgen.basis import Basis
+
+
+@lru_cache(maxsize=None)
+def pair_indices(nx: int, ny: int, same: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Shell indices (i, j) of a pair class: i >= j if ``same`` else the full product."""
+    if same:
+        i, j = np.tril_indices(nx)
+    else:
+        i, j = np.divmod(np.arange(nx * ny), ny)
+    return i.astype(np.int32), j.astype(np.int32)
+
+
+def pair_classes(basis: Basis) -> list[tuple[int, int]]:
+    """Pair classes (X, Y), X >= Y, in canonical order."""
+    n = len(basis.kinds)
+    return [(x, y) for x in range(n) for y in range(x + 1)]
+
+
+def _tri(x):
+    return x * (x + 1) // 2
+
+
+def _shell_pair_index(sx, sy, nsx, same: bool):
+    """Index of shell pair (sx, sy) within its pair class; for ``same`` sx >= sy is required."""
+    return _tri(sx) + sy if same else sx * nsx + sy
+
+
+def expand_pairs(blocks: dict, basis: Basis):
+    """Dense symmetric (n_ao, n_ao[, ...]) matrix from unique pair-class blocks.
+
+    Args:
+      blocks: {(X, Y): array (npairs, nsph_X, nsph_Y, *extra)} for every pair class.
+
+    Returns array (n_ao, n_ao, *extra) in the internal AO order.
+    """
+    kinds = basis.kinds
+    rows = []
+    for k1, kind1 in enumerate(kinds):
+        cols = []
+        for k2, kind2 in enumerate(kinds):
+            x, y = max(k1, k2), min(k1, k2)
+            block = blocks[(x, y)]
+            extra = block.shape[3:]
+            nx, ny = kinds[x].nsph, kinds[y].nsph
+            a1 = jnp.arange(kind1.count * kind1.nsph)[:, None]
+            a2 = jnp.arange(kind2.count * kind2.nsph)[None, :]
+            s1, c1 = a1 // kind1.nsph, a1 % kind1.nsph
+            s2, c2 = a2 // kind2.nsph, a2 % kind2.nsph
+            if k1 < k2:  # canonical order is (k2, k1)
+                s1, c1, s2, c2 = s2, c2, s1, c1
+            if x == y:
+                swap = s1 < s2
+                s1, s2 = jnp.where(swap, s2, s1), jnp.where(swap, s1, s2)
+                c1, c2 = jnp.where(swap, c2, c1), jnp.where(swap, c1, c2)
+            pair = _shell_pair_index(s1, s2, kinds[y].count, x == y)
+            flat = (pair * nx + c1) * ny + c2
+            cols.append(block.reshape((-1,) + extra)[flat])
+        rows.append(jnp.concatenate(cols, axis=1))
+    return jnp.concatenate(rows, axis=0)
+
+
+@lru_cache(maxsize=None)
+def quartet_indices(np_bra: int, np_ket: int, same: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Pair indices (bra, ket) of a quartet class: bra >= ket if ``same``, else all."""
+    return pair_indices(np_bra, np_ket, same)
+
+
+def quartet_classes(basis: Basis) -> list[tuple[int, int]]:
+    """Quartet classes (P, Q), P >= Q, as indices into ``pair_classes``."""
+    n = len(pair_classes(basis))
+    return [(p, q) for p in range(n) for q in range(p + 1)]
+
+
+def n_pairs(basis: Basis, pc: tuple[int, int]) -> int:
+    x, y = pc
+    cx, cy = basis.kinds[x].count, basis.kinds[y].count
+    return cx * (cx + 1) // 2 if x == y else cx * cy
+
+
+@lru_cache(maxsize=None)
+def _packed_destinations(kinds: tuple) -> tuple[np.ndarray, ...]:
+    """Per quartet class, the s8-packed position of every element of its block (flattened)."""
+    offsets = np.cumsum([0] + [k.count * k.nsph for k in kinds])
+    pcs = [(x, y) for x in range(len(kinds)) for y in range(x + 1)]
+
+    def pair_aos(pc):
+        x, y = pc
+        i, j = pair_indices(kinds[x].count, kinds[y].count, x == y)
+        nx, ny = kinds[x].nsph, kinds[y].nsph
+        ao_x = offsets[x] + i[:, None] * nx + np.arange(nx)  # (npairs, nx)
+        ao_y = offsets[y] + j[:, None] * ny + np.arange(ny)
+        a = np.broadcast_to(ao_x[:, :, None], (i.size, nx, ny))
+        b = np.broadcast_to(ao_y[:, None, :], (i.size, nx, ny))
+        hi, lo = np.maximum(a, b), np.minimum(a, b)
+        return (hi * (hi + 1) // 2 + lo).reshape(i.size, nx * ny)
+
+    ao_pairs = [pair_aos(pc) for pc in pcs]
+    out = []
+    for p in range(len(pcs)):
+        for q in range(p + 1):
+            ib, ik = pair_indices(ao_pairs[p].shape[0], ao_pairs[q].shape[0], p == q)
+            bra = ao_pairs[p][ib][:, :, None].astype(np.int64)
+            ket = ao_pairs[q][ik][:, None, :].astype(np.int64)
+            hi, lo = np.maximum(bra, ket), np.minimum(bra, ket)
+            out.append((hi * (hi + 1) // 2 + lo).ravel())
+    return tuple(out)
+
+
+def expand_quartets(blocks: dict, basis: Basis):
+    """Dense (n_ao,)*4 ERI tensor from unique quartet-class blocks (8-fold symmetry).
+
+    The blocks are scattered once into the s8-packed vector (index of AO pairs ij >= kl in
+    the internal AO order), then the dense tensor is one gather with indices computed from
+    the AO grid.
+
+    Args:
+      blocks: {(P, Q): array (nquartets, n_a, n_b, n_c, n_d)} for every quartet class,
+        P and Q indexing ``pair_classes(basis)``.
+
+    Returns (n_ao, n_ao, n_ao, n_ao) in the internal AO order.
+    """
+    n = basis.n_ao
+    npair = n * (n + 1) // 2
+    dest = _packed_destinations(basis.kinds)
+    values = jnp.concatenate([blocks[key].reshape(-1) for key in quartet_classes(basis)])
+    itype = np.int32 if npair * (npair + 1) // 2 < 2**31 else np.int64
+    index = np.concatenate(dest).astype(itype)
+    packed = jnp.zeros(npair * (npair + 1) // 2, values.dtype).at[index].set(values)
+    a = jnp.arange(n, dtype=itype)
+    hi, lo = jnp.maximum(a[:, None], a[None, :]), jnp.minimum(a[:, None], a[None, :])
+    ij = hi * (hi + 1) // 2 + lo
+    hi = jnp.maximum(ij[:, :, None, None], ij[None, None, :, :])
+    lo = jnp.minimum(ij[:, :, None, None], ij[None, None, :, :])
+    return packed[hi * (hi + 1) // 2 + lo]
