@@ -1,21 +1,22 @@
 r"""The Boys function :math:`F_m(T) = \int_0^1 t^{2m} e^{-T t^2} dt` in JAX.
 
-Scheme (the one libcint uses, tuned here against mpmath):
+Scheme (tabulated Taylor expansion, as in most GPU integral codes; tuned against mpmath):
 
-* ``T < T0``: the convergent series for the highest order,
-  :math:`F_M(T) = e^{-T} \sum_k (2T)^k / [(2M+1)(2M+3)\cdots(2M+2k+1)]`, evaluated as a
-  polynomial in T by Horner's rule (no overflow in float32), then stable downward recursion
-  :math:`F_{m-1} = (2T F_m + e^{-T}) / (2m-1)`.
-* ``T >= T0``: :math:`F_0 = \tfrac12\sqrt{\pi/T}\,\mathrm{erf}(\sqrt T)` and upward recursion
-  :math:`F_{m+1} = ((2m+1) F_m - e^{-T}) / (2T)`, which is stable there.
+* ``T < T_MAX``: the highest order needed, :math:`F_M`, from a table of
+  :math:`F_{M+k}(T_i)` on a grid of spacing 1/16 by the Taylor series
+  :math:`F_M(T) = \sum_{k<K} F_{M+k}(T_i) (T_i - T)^k / k!` (using :math:`F_m' = -F_{m+1}`),
+  then stable downward recursion :math:`F_{m-1} = (2T F_m + e^{-T}) / (2m-1)`.
+* ``T >= T_MAX``: :math:`F_0 = \tfrac12\sqrt{\pi/T}` (erf(6) = 1 to double precision) and
+  upward recursion :math:`F_{m+1} = ((2m+1) F_m - e^{-T}) / (2T)`, stable there.
 
-``T0`` grows with the highest order so that the upward branch keeps full precision; the
-series length is the number of terms that reach double precision at ``T0``. Measured
-against mpmath (tests/test_boys.py): relative error below 1e-14 in float64 and 1e-6 in
-float32 for orders 0-16 over T in [0, 1e6].
+One exp and one table row per element, no erf. The table is computed once per process in
+extended precision (numpy longdouble series plus downward recursion) for orders up to
+``MAX_ORDER + K``. Measured against mpmath (tests/test_boys.py): relative error below
+1e-14 in float64 and 1e-6 in float32 (at float32-representable T) for orders 0-16 over
+T in [0, 1e6].
 
 The derivative is analytic, :math:`dF_m/dT = -F_{m+1}`, supplied as a custom JVP so that
-forces do not differentiate through the branch selection.
+forces do not differentiate through the table lookup.
 """
 
 from __future__ import annotations
@@ -27,65 +28,60 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-MAX_ORDER = 24
-SINGLE_T0_SCALE = 1.5  # 4 * LMAX for g shells plus derivatives; far above what the kernels use
+MAX_ORDER = 24  # far above what s-f kernels and their derivatives use (4 * 3 + 1)
+T_MAX = 36.0
+STEP = 1.0 / 16.0
+TAYLOR_TERMS = 8
 
 
 @lru_cache(maxsize=None)
-def _scheme(m_max: int, single: bool = False) -> tuple[float, tuple[float, ...]]:
-    """Switch point T0 and Horner coefficients (highest power first) for order ``m_max``."""
-    if not 0 <= m_max <= MAX_ORDER:
-        raise ValueError(f"Boys order {m_max} outside 0..{MAX_ORDER}")
-    # float32 loses digits in the upward recursion sooner; its series branch reaches further
-    t0 = max(3.0, (SINGLE_T0_SCALE if single else 1.0) * m_max)
-    coeffs = [1.0 / (2 * m_max + 1)]
-    total = coeffs[0]
+def boys_table() -> np.ndarray:
+    """(n_grid, MAX_ORDER + TAYLOR_TERMS + 1) values F_m(i * STEP), float64.
+
+    Series :math:`F_M(T) = e^{-T}\\sum_k (2T)^k / [(2M+1)(2M+3)\\cdots(2M+2k+1)]` at the top
+    order in longdouble, then downward recursion.
+    """
+    top = MAX_ORDER + TAYLOR_TERMS
+    t = np.arange(int(T_MAX / STEP) + 2, dtype=np.longdouble) * np.longdouble(STEP)
+    term = np.full_like(t, 1.0 / (2 * top + 1))
+    total = term.copy()
+    k = 0
     while True:
-        k = len(coeffs)
-        coeffs.append(coeffs[-1] * 2.0 / (2 * m_max + 2 * k + 1))
-        term = coeffs[-1] * t0**k
+        k += 1
+        term = term * 2 * t / (2 * top + 2 * k + 1)
         total += term
-        if term < 1e-17 * total:
+        if np.all(term <= total * np.longdouble(1e-22)):
             break
-    # coefficients of the polynomial in u = T / T0: finite in float32 for every term
-    return t0, tuple(c * t0**k for k, c in reversed(list(enumerate(coeffs))))
+    e = np.exp(-t)
+    out = np.empty((t.size, top + 1), dtype=np.longdouble)
+    out[:, top] = total * e
+    for m in range(top, 0, -1):
+        out[:, m - 1] = (2 * t * out[:, m] + e) / (2 * m - 1)
+    return out.astype(np.float64)
 
 
-def _boys_impl(m_max: int, t: jax.Array) -> jax.Array:
+def _boys_impl(m_max: int, t: jax.Array) -> list:
     dtype = t.dtype
-    t0, coeffs = _scheme(m_max, single=dtype == jnp.float32)
-    # series branch (T < T0), evaluated at min(T, T0) so the unused lanes stay finite
-    ts = jnp.minimum(t, t0)
-    u = ts * (1.0 / t0)
-    poly = jnp.full_like(ts, coeffs[0])
-    for c in coeffs[1:]:
-        poly = poly * u + jnp.asarray(c, dtype)
-    exp_s = jnp.exp(-ts)
-    low = [poly * exp_s]
+    table = jnp.asarray(boys_table()[:, m_max : m_max + TAYLOR_TERMS], dtype)
+    x = jnp.minimum(t, T_MAX) * (1.0 / STEP)
+    i = jnp.floor(x + 0.5)
+    d = (i - x) * STEP  # T_i - T, |d| <= STEP / 2
+    rows = table[i.astype(jnp.int32)]
+    f = rows[..., TAYLOR_TERMS - 1] * (1.0 / math.factorial(TAYLOR_TERMS - 1))
+    for k in range(TAYLOR_TERMS - 2, -1, -1):
+        f = f * d + rows[..., k] * (1.0 / math.factorial(k))
+    e = jnp.exp(-t)
+    low = [f]
     for m in range(m_max, 0, -1):
-        low.append((2.0 * ts * low[-1] + exp_s) / (2 * m - 1))
+        low.append((2.0 * t * low[-1] + e) * (1.0 / (2 * m - 1)))
     low = low[::-1]
-    # erf branch (T >= T0), evaluated at max(T, T0)
-    tl = jnp.maximum(t, t0)
-    sq = jnp.sqrt(tl)
-    f = (0.5 * math.sqrt(math.pi)) * jax.lax.erf(sq) / sq
-    exp_l = jnp.exp(-tl)
-    high = [f]
+    big = t >= T_MAX
+    tl = jnp.maximum(t, T_MAX)
     inv2t = 0.5 / tl
+    high = [0.5 * jnp.sqrt(math.pi / tl)]
     for m in range(m_max):
-        high.append(((2 * m + 1) * high[-1] - exp_l) * inv2t)
-    use_low = t < t0
-    return jnp.stack([jnp.where(use_low, lo, hi) for lo, hi in zip(low, high)], axis=-1)
-
-
-def _boys0_impl(t: jax.Array) -> jax.Array:
-    """F_0 alone: erf form, with its Taylor series below 1e-6 where erf(x)/x is 0/0."""
-    small = t < 1e-6
-    ts = jnp.where(small, 1.0, t)
-    sq = jnp.sqrt(ts)
-    big = (0.5 * math.sqrt(math.pi)) * jax.lax.erf(sq) / sq
-    series = 1.0 - t / 3.0 + t * t / 10.0 - t * t * t / 42.0
-    return jnp.where(small, series, big)[..., None]
+        high.append(((2 * m + 1) * high[-1] - e) * inv2t)
+    return [jnp.where(big, h, lo) for lo, h in zip(low, high)]
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -99,10 +95,9 @@ def boys(m_max: int, t: jax.Array) -> jax.Array:
     Returns:
       Array of shape ``t.shape + (m_max + 1,)`` and dtype of ``t``.
     """
-    t = jnp.asarray(t)
-    if m_max == 0:
-        return _boys0_impl(t)
-    return _boys_impl(m_max, t)
+    if not 0 <= m_max <= MAX_ORDER:
+        raise ValueError(f"Boys order {m_max} outside 0..{MAX_ORDER}")
+    return jnp.stack(_boys_impl(m_max, jnp.asarray(t)), axis=-1)
 
 
 @boys.defjvp

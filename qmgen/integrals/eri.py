@@ -85,10 +85,13 @@ def _quartet_kernel(bra: dict, ket: dict, lab: int, lcd: int):
     r = hermite_r(ltot, f, alpha, rpq[..., 0], rpq[..., 1], rpq[..., 2]) * pref[..., None]
     idx, sign = coulomb_index(lab, lcd)
     rmat = r[..., idx] * jnp.asarray(sign, r.dtype)  # (nq, Pb, Pk, ntb, ntk)
-    # explicit broadcast-multiply-reduce: the dimensions are tiny, and XLA fuses these into
-    # single loops where a batched dot_general would be slow on CPU
+    if CONTRACT == "einsum":
+        return jnp.einsum("qbat,qbktu,qkcu->qac", bra["E"], rmat, ket["E"], optimize="optimal")
     w = jnp.sum(rmat[:, :, :, :, None, :] * ket["E"][:, None, :, None, :, :], axis=(2, 5))
     return jnp.sum(bra["E"][:, :, :, :, None] * w[:, :, None, :, :], axis=(1, 3))
+
+
+CONTRACT = "einsum"
 
 
 def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int):
