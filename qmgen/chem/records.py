@@ -1,0 +1,194 @@
+"""Input records and chemistry options (pure Python; no RDKit import).
+
+Every input line (SMILES), frame (XYZ) or block (SDF) becomes exactly one
+:class:`InputRecord`: either a success (``status == Status.OK``) carrying the conformers
+to compute, or a failure carrying a :class:`~qmgen.status.Status` code and a message that
+names the problem. Readers never raise on bad input; they raise only for usage errors
+(a missing file, an unknown format name, invalid options).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from qmgen.molecule import Molecule, atomic_number
+from qmgen.status import Status
+
+InputFormat = Literal["smiles", "xyz", "sdf"]
+Optimizer = Literal["none", "mmff", "uff"]
+
+INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+
+DEFAULT_ELEMENTS = frozenset({"H", "C", "N", "O", "F"})
+DEFAULT_MAX_ATOMS = 64  # including hydrogens; a 9-heavy-atom molecule has at most ~30
+
+_SYMBOL_RE = re.compile(r"[A-Z][a-z]?")
+
+
+class ChemError(ValueError):
+    """A molecule that cannot be made ready to compute; carries the failure ``status``."""
+
+    def __init__(self, status: Status, message: str):
+        super().__init__(message)
+        self.status = Status(status)
+        self.message = message
+
+
+def parse_elements(elements: str | Iterable[str]) -> frozenset[str]:
+    """Element symbols from ``"HCNOF"``, ``"H,C,N,O,F"`` or an iterable of symbols.
+
+    Symbols are normalised to their usual capitalisation ("cl" -> "Cl"); unknown symbols
+    raise ``ValueError``.
+    """
+    if isinstance(elements, str):
+        text = elements.replace(",", " ")
+        tokens = text.split() if " " in text.strip() else _SYMBOL_RE.findall(text)
+        if "".join(tokens) != "".join(text.split()):
+            raise ValueError(
+                f"cannot read element list {elements!r}; write symbols like 'HCNOF' or 'H,C,Cl'"
+            )
+    else:
+        tokens = [str(e).strip() for e in elements]
+    from qmgen.molecule import SYMBOLS
+
+    out = set()
+    for tok in tokens:
+        try:
+            out.add(SYMBOLS[atomic_number(tok)])
+        except ValueError as err:
+            raise ValueError(f"unknown element {tok!r} in element list {elements!r}") from err
+    if not out:
+        raise ValueError("the element list is empty")
+    return frozenset(out)
+
+
+@dataclass(frozen=True)
+class ChemOptions:
+    """Validation and conformer options shared by every reader.
+
+    elements: allowed element symbols (hydrogen must be listed to allow H atoms).
+    max_atoms: largest molecule accepted, counting hydrogens (TOO_LARGE above it).
+    n_conformers: conformers requested per molecule (ETKDG); pruning can return fewer.
+        ``0`` validates only: nothing is embedded, so SMILES and 2-D SDF successes carry
+        no conformers (XYZ frames and 3-D SDF blocks keep their given geometry).
+    seed: base seed; each molecule's RDKit seed is derived from it and its canonical
+        SMILES (:func:`qmgen.chem.conformers.conformer_seed`).
+    optimize: force-field relaxation after embedding: "none", "mmff" (MMFF94) or "uff".
+    max_opt_iters: iteration cap of that relaxation.
+    prune_rms: heavy-atom RMSD threshold in Angstrom below which ETKDG drops a conformer
+        as a duplicate; ``None`` keeps all.
+    xyz_smiles: perceive bonds of XYZ frames (RDKit ``DetermineBonds``) to fill
+        ``smiles``; set False to read XYZ without RDKit.
+    """
+
+    elements: frozenset[str] = DEFAULT_ELEMENTS
+    max_atoms: int = DEFAULT_MAX_ATOMS
+    n_conformers: int = 1
+    seed: int = 0
+    optimize: Optimizer = "none"
+    max_opt_iters: int = 500
+    prune_rms: float | None = None
+    xyz_smiles: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "elements", parse_elements(self.elements))
+        if int(self.max_atoms) < 1:
+            raise ValueError(f"max_atoms must be >= 1, got {self.max_atoms}")
+        if int(self.n_conformers) < 0:
+            raise ValueError(f"n_conformers must be >= 0, got {self.n_conformers}")
+        if self.optimize not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimize={self.optimize!r}; valid: {', '.join(map(repr, OPTIMIZERS))}"
+            )
+        if self.prune_rms is not None and not float(self.prune_rms) > 0:
+            raise ValueError(f"prune_rms must be > 0 Angstrom or None, got {self.prune_rms}")
+        if int(self.max_opt_iters) < 1:
+            raise ValueError(f"max_opt_iters must be >= 1, got {self.max_opt_iters}")
+
+    @classmethod
+    def make(cls, options: ChemOptions | None = None, **overrides) -> ChemOptions:
+        """``options`` with keyword ``overrides`` applied (defaults when ``options`` is None)."""
+        if options is None:
+            return cls(**overrides)
+        if not overrides:
+            return options
+        from dataclasses import replace
+
+        return replace(options, **overrides)
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input molecule: ready-to-compute conformers, or a failure with a reason.
+
+    molecule_index: 0-based position in the input, stable across runs: the line number
+        for SMILES files (blank and comment lines count), the frame number for XYZ, the
+        block number for SDF.
+    status: ``Status.OK`` or a failure code (INVALID_INPUT, UNSUPPORTED_ELEMENT,
+        ODD_ELECTRONS, TOO_LARGE, EMBED_FAILED).
+    message: why it failed ("" on success, or a note such as "2 of 5 conformers kept
+        after RMSD pruning").
+    smiles: canonical SMILES (RDKit, isomeric); "" where unavailable.
+    name: the name column / XYZ comment / SDF title, else "".
+    charge: net charge (formal charges of the SMILES/SDF, ``charge=N`` of an XYZ comment).
+    raw: the input text of this line/frame/block (undecodable bytes backslash-escaped).
+    conformers: on success, :class:`qmgen.Molecule` objects (positions (n_atoms, 3) in
+        Bohr; atom order of the input / RDKit: heavy atoms in input order, then added
+        hydrogens; ``name`` = the record's name, or its SMILES when it has none); empty on
+        failure.
+    format: "smiles", "xyz" or "sdf".
+    """
+
+    molecule_index: int
+    status: Status
+    message: str = ""
+    smiles: str = ""
+    name: str = ""
+    charge: int = 0
+    raw: str = ""
+    conformers: tuple[Molecule, ...] = field(default=(), repr=False)
+    format: InputFormat = "smiles"
+
+    @property
+    def ok(self) -> bool:
+        """True for a success record."""
+        return self.status == Status.OK
+
+    @property
+    def n_conformers(self) -> int:
+        return len(self.conformers)
+
+    def __repr__(self) -> str:
+        what = f"{len(self.conformers)} conformers" if self.ok else repr(self.message)
+        return (
+            f"InputRecord({self.molecule_index}, {self.status.name}, {self.smiles!r}, "
+            f"name={self.name!r}, charge={self.charge}, {what})"
+        )
+
+
+def failure(
+    index: int,
+    status: Status,
+    message: str,
+    raw: str = "",
+    *,
+    smiles: str = "",
+    name: str = "",
+    charge: int = 0,
+    format: InputFormat = "smiles",
+) -> InputRecord:
+    """A failure record (no conformers)."""
+    return InputRecord(
+        molecule_index=index,
+        status=Status(status),
+        message=message,
+        smiles=smiles,
+        name=name,
+        charge=charge,
+        raw=raw,
+        format=format,
+    )

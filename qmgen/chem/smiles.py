@@ -1,0 +1,226 @@
+"""SMILES -> validated RDKit molecule -> input record.
+
+Validation runs in this order, and the first problem found decides the status:
+
+1. parse (RDKit syntax)                         -> INVALID_INPUT, RDKit's reason quoted
+2. elements outside ``options.elements``        -> UNSUPPORTED_ELEMENT, symbols named
+3. sanitisation (valence, kekulisation)         -> INVALID_INPUT, RDKit's reason quoted
+4. odd electron count, or any radical electrons -> ODD_ELECTRONS (closed-shell methods
+   only; a diradical such as ``[CH2]`` is refused even with an even count)
+5. more than ``options.max_atoms`` atoms, hydrogens included -> TOO_LARGE
+6. conformer embedding (ETKDG)                  -> EMBED_FAILED
+
+The net charge is the sum of the formal charges; charged closed-shell species (``[NH4+]``)
+are accepted. Several fragments (``CCO.O``) are accepted and computed together.
+RDKit is imported inside the functions, so importing this module does not need RDKit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import TYPE_CHECKING
+
+from qmgen.chem.records import ChemError, ChemOptions, InputRecord, failure
+from qmgen.status import Status
+
+if TYPE_CHECKING:
+    from rdkit import Chem
+
+_LOG_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*")
+
+
+@contextlib.contextmanager
+def rdkit_log_capture():
+    """Silence RDKit's error log inside the block; yields a list that receives its lines.
+
+    Uses ``rdBase.CaptureErrorLog`` where this RDKit has it, else ``BlockLogs`` (then the
+    list stays empty and callers fall back to generic messages).
+    """
+    from rdkit import rdBase
+
+    lines: list[str] = []
+    if hasattr(rdBase, "CaptureErrorLog"):
+        with rdBase.BlockLogs(), rdBase.CaptureErrorLog() as cap:
+            try:
+                yield lines
+            finally:
+                text = cap.messages or ""
+                lines.extend(_LOG_PREFIX.sub("", ln).strip() for ln in text.splitlines())
+    else:  # pragma: no cover - older RDKit
+        with rdBase.BlockLogs():
+            yield lines
+
+
+def short(text: str, limit: int = 60) -> str:
+    """``repr`` of ``text`` shortened to about ``limit`` characters for messages."""
+    text = text.strip()
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _parse_reason(lines: list[str]) -> str:
+    """The informative part of RDKit's SMILES parse error log."""
+    for ln in lines:
+        if ln.startswith("SMILES Parse Error:"):
+            return ln.removeprefix("SMILES Parse Error:").strip()
+    return "RDKit could not parse it"
+
+
+def parse_smiles(smiles: str, options: ChemOptions) -> Chem.Mol:
+    """A sanitised RDKit molecule (implicit H) from ``smiles``, validated against ``options``.
+
+    Raises :class:`ChemError` with INVALID_INPUT, UNSUPPORTED_ELEMENT or ODD_ELECTRONS.
+    The size limit is checked by :func:`check_size`, after the canonical SMILES is known.
+    """
+    from rdkit import Chem
+
+    text = smiles.strip()
+    if not text:
+        raise ChemError(Status.INVALID_INPUT, "empty SMILES")
+    with rdkit_log_capture() as log:
+        mol = Chem.MolFromSmiles(text, sanitize=False)
+    if mol is None:
+        raise ChemError(Status.INVALID_INPUT, f"invalid SMILES {short(text)}: {_parse_reason(log)}")
+    if mol.GetNumAtoms() == 0:
+        raise ChemError(Status.INVALID_INPUT, f"SMILES {short(text)} has no atoms")
+    return validate_mol(mol, options, what=f"SMILES {short(text)}")
+
+
+def validate_mol(mol: Chem.Mol, options: ChemOptions, what: str = "molecule") -> Chem.Mol:
+    """Check elements, sanitise, check electron count and radicals; returns ``mol`` sanitised.
+
+    ``mol`` may be unsanitised (it is sanitised in place). ``what`` names the input in
+    messages. Raises :class:`ChemError`.
+    """
+    from rdkit import Chem
+
+    check_elements(mol, options, what)
+    with rdkit_log_capture():
+        try:
+            Chem.SanitizeMol(mol)
+        except Exception as err:  # RDKit's MolSanitizeException family (ValueError)
+            raise ChemError(Status.INVALID_INPUT, f"invalid {what}: {err}") from err
+    check_closed_shell(mol, what)
+    return mol
+
+
+def check_elements(mol: Chem.Mol, options: ChemOptions, what: str = "molecule") -> None:
+    """UNSUPPORTED_ELEMENT if an atom's element is not in ``options.elements``."""
+    bad: dict[str, int] = {}
+    for atom in mol.GetAtoms():
+        sym = atom.GetSymbol() if atom.GetAtomicNum() > 0 else "*"
+        if sym not in options.elements:
+            bad.setdefault(sym, atom.GetIdx())
+    if bad:
+        names = ", ".join(f"{s} (atom {i})" for s, i in bad.items())
+        raise ChemError(
+            Status.UNSUPPORTED_ELEMENT,
+            f"{what} contains unsupported element {names}; "
+            f"allowed: {', '.join(sorted(options.elements))}",
+        )
+
+
+def count_atoms(mol: Chem.Mol) -> int:
+    """Number of atoms including implicit and explicit-count hydrogens (sanitised ``mol``)."""
+    return mol.GetNumAtoms() + sum(a.GetTotalNumHs() for a in mol.GetAtoms())
+
+
+def electron_count(mol: Chem.Mol) -> int:
+    """Total electrons: nuclear charges (hydrogens included) minus the net formal charge."""
+    from rdkit import Chem
+
+    nuclear = sum(a.GetAtomicNum() + a.GetTotalNumHs() for a in mol.GetAtoms())
+    return nuclear - Chem.GetFormalCharge(mol)
+
+
+def check_closed_shell(mol: Chem.Mol, what: str = "molecule") -> None:
+    """ODD_ELECTRONS for an odd electron count or any radical centre (sanitised ``mol``)."""
+    from rdkit import Chem
+
+    n_el = electron_count(mol)
+    radicals = [
+        (a.GetIdx(), a.GetSymbol(), a.GetNumRadicalElectrons())
+        for a in mol.GetAtoms()
+        if a.GetNumRadicalElectrons()
+    ]
+    where = ""
+    if radicals:
+        where = "; unpaired electrons on " + ", ".join(
+            f"atom {i} ({s}): {k}" for i, s, k in radicals[:4]
+        )
+    if n_el % 2:
+        raise ChemError(
+            Status.ODD_ELECTRONS,
+            f"{what} has an odd electron count ({n_el} electrons, charge "
+            f"{Chem.GetFormalCharge(mol)}){where}; only closed-shell molecules are computed",
+        )
+    if radicals:
+        raise ChemError(
+            Status.ODD_ELECTRONS,
+            f"{what} is a radical{where}; only closed-shell molecules are computed",
+        )
+    if n_el == 0:
+        raise ChemError(Status.INVALID_INPUT, f"{what} has no electrons")
+
+
+def check_size(mol: Chem.Mol, options: ChemOptions, what: str = "molecule") -> None:
+    """TOO_LARGE if ``mol`` (sanitised) has more than ``options.max_atoms`` atoms with H."""
+    n = count_atoms(mol)
+    if n > options.max_atoms:
+        raise ChemError(
+            Status.TOO_LARGE,
+            f"{what} has {n} atoms including hydrogens (maximum {options.max_atoms})",
+        )
+
+
+def canonical_smiles(mol: Chem.Mol) -> str:
+    """RDKit canonical isomeric SMILES of a sanitised molecule (hydrogens implicit)."""
+    from rdkit import Chem
+
+    return Chem.MolToSmiles(Chem.RemoveHs(mol, sanitize=False))
+
+
+def smiles_record(
+    smiles: str,
+    name: str = "",
+    molecule_index: int = 0,
+    raw: str | None = None,
+    options: ChemOptions | None = None,
+    **overrides,
+) -> InputRecord:
+    """One SMILES -> an :class:`InputRecord` (validated; conformers embedded). Never raises
+    on bad input.
+
+    ``raw`` is the input text kept on the record (default: ``smiles``); ``options`` and
+    keyword ``overrides`` as in :class:`ChemOptions`.
+    """
+    from qmgen.chem.conformers import embed_molecules
+
+    options = ChemOptions.make(options, **overrides)
+    raw = smiles if raw is None else raw
+    canonical, charge = "", 0
+    try:
+        mol = parse_smiles(smiles, options)
+        canonical = canonical_smiles(mol)
+        from rdkit import Chem
+
+        charge = Chem.GetFormalCharge(mol)
+        check_size(mol, options, what=f"SMILES {short(smiles)}")
+        conformers, note = (), ""
+        if options.n_conformers > 0:
+            conformers, note = embed_molecules(mol, canonical, options, name=name or canonical)
+    except ChemError as err:
+        return failure(
+            molecule_index, err.status, err.message, raw, smiles=canonical, name=name, charge=charge
+        )
+    return InputRecord(
+        molecule_index=molecule_index,
+        status=Status.OK,
+        message=note,
+        smiles=canonical,
+        name=name,
+        charge=charge,
+        raw=raw,
+        conformers=tuple(conformers),
+        format="smiles",
+    )
