@@ -1,0 +1,116 @@
+"""Functional names -> libxc-equivalent combinations of the components in
+:mod:`qmgen.xc.functionals`.
+
+Each :class:`Component` carries the libxc 7.0.0 screening data that PySCF's results depend
+on at tiny densities (see :mod:`qmgen.xc.evaluate`): the density threshold
+``dens_threshold`` of the libxc functional info, and whether libxc additionally screens per
+spin channel (``rho/2 <= dens_threshold`` gives zero, as its maple-generated exchange code
+does). The thresholds were measured by probing ``pyscf.dft.libxc.eval_xc`` (libxc 7.0.0)
+bisecting on the first non-zero output; tests/test_xc.py checks them on both sides.
+
+Mixing coefficients are those of libxc's hybrid definitions; PySCF's B3LYP is libxc
+HYB_GGA_XC_B3LYP (id 402): 0.08 Slater + 0.72 B88 + 0.19 VWN-RPA + 0.81 LYP + 0.20 HF
+exchange (Stephens, Devlin, Chabalowski & Frisch, J. Phys. Chem. 98, 11623 (1994));
+PySCF's B3LYP5 is its own alias ``.2*HF + .08*SLATER + .72*B88, .81*LYP + .19*VWN``
+(VWN = VWN5): the same combination with VWN5 correlation. PBE0 (libxc HYB_GGA_XC_PBEH,
+id 406; Adamo & Barone, J. Chem. Phys. 110, 6158 (1999)) is 0.75 PBE exchange + PBE
+correlation + 0.25 HF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from qmgen.xc import functionals as fn
+
+
+@dataclass(frozen=True)
+class Component:
+    """One libxc functional: its energy per particle and libxc's screening parameters."""
+
+    name: str
+    libxc_id: int
+    eps: Callable  # (rho) -> eps for LDA, (rho, |grad rho|) -> eps for GGA
+    is_gga: bool
+    dens_threshold: float  # libxc 7.0.0 func->dens_threshold (info default)
+    spin_screen: bool  # zero where rho/2 <= dens_threshold (libxc exchange kernels)
+    pyscf_name: str  # PySCF string for this component alone
+
+
+COMPONENTS: dict[str, Component] = {
+    c.name: c
+    for c in (
+        Component("slater", 1, fn.slater_x, False, 1e-15, True, "slater,"),
+        Component("vwn5", 7, fn.vwn5_c, False, 1e-15, False, ",vwn5"),
+        Component("vwn_rpa", 8, fn.vwn_rpa_c, False, 1e-15, False, ",vwn_rpa"),
+        Component("b88", 106, fn.b88_x, True, 1e-15, True, "b88,"),
+        Component("lyp", 131, fn.lyp_c, True, 1e-14, False, ",lyp"),
+        Component("pbe_x", 101, fn.pbe_x, True, 1e-15, True, "pbe,"),
+        Component("pbe_c", 130, fn.pbe_c, True, 1e-12, False, ",pbe"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Functional:
+    """An exchange-correlation functional by name.
+
+    ``name``: qmgen's name; ``pyscf_name``: a string PySCF (``dft.RKS(...).xc``,
+    ``pyscf.dft.libxc.eval_xc``) accepts for the same functional; ``hyb``: fraction of exact
+    (Hartree-Fock) exchange; ``is_gga``: whether the semilocal part needs
+    :math:`\\sigma = |\\nabla\\rho|^2`; ``components``: ``(coefficient, component name)`` pairs
+    of the semilocal part (empty for HF).
+    """
+
+    name: str
+    pyscf_name: str
+    hyb: float
+    is_gga: bool
+    components: tuple[tuple[float, str], ...]
+
+
+# libxc (B3LYP, id 402) forms its coefficients as 1 - a0 - ax and 1 - ac; PySCF's B3LYP5 alias
+# writes the decimals. Same arithmetic here, so the sums round alike.
+_B3_A0, _B3_AX, _B3_AC = 0.20, 0.72, 0.81
+
+_FUNCTIONALS: dict[str, Functional] = {
+    f.name: f
+    for f in (
+        Functional("lda", "lda,vwn", 0.0, False, ((1.0, "slater"), (1.0, "vwn5"))),
+        Functional("svwn", "lda,vwn", 0.0, False, ((1.0, "slater"), (1.0, "vwn5"))),
+        Functional("pbe", "pbe", 0.0, True, ((1.0, "pbe_x"), (1.0, "pbe_c"))),
+        Functional("pbe0", "pbe0", 0.25, True, ((0.75, "pbe_x"), (1.0, "pbe_c"))),
+        Functional(
+            "b3lyp",
+            "b3lyp",
+            _B3_A0,
+            True,
+            ((1.0 - _B3_A0 - _B3_AX, "slater"), (_B3_AX, "b88"))
+            + ((1.0 - _B3_AC, "vwn_rpa"), (_B3_AC, "lyp")),
+        ),
+        Functional(
+            "b3lyp5",
+            "b3lyp5",
+            _B3_A0,
+            True,
+            ((0.08, "slater"), (0.72, "b88"), (0.19, "vwn5"), (0.81, "lyp")),
+        ),
+        Functional("hf", "hf", 1.0, False, ()),
+    )
+}
+
+XC_NAMES: tuple[str, ...] = tuple(_FUNCTIONALS)
+
+
+def get_functional(name: str) -> Functional:
+    """The :class:`Functional` called ``name`` (case-insensitive, surrounding blanks ignored).
+
+    Raises ``ValueError`` listing the supported names for anything else.
+    """
+    key = name.strip().lower() if isinstance(name, str) else None
+    if key not in _FUNCTIONALS:
+        raise ValueError(
+            f"unknown exchange-correlation functional {name!r}; supported: {', '.join(XC_NAMES)}"
+        )
+    return _FUNCTIONALS[key]
