@@ -29,8 +29,9 @@ from qmgen.integrals.boys import boys
 from qmgen.integrals.hermite import coulomb_index, hermite_e, hermite_r, kind_cart2sph, pair_hermite
 from qmgen.integrals.one_electron import primitive_pairs
 from qmgen.integrals.pairs import (
-    expand_quartets,
     n_pairs,
+    pack_quartets,
+    packed_to_dense,
     pair_classes,
     quartet_classes,
     quartet_indices,
@@ -99,7 +100,8 @@ def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int):
     (xa, xb), (xc, xd) = pcs[p], pcs[q]
     kinds = basis.kinds
     lab, lcd = kinds[xa].l + kinds[xb].l, kinds[xc].l + kinds[xd].l
-    bra_all, ket_all = pdata[pcs[p]], pdata[pcs[q]]
+    bra_all = {k: jnp.asarray(v) for k, v in pdata[pcs[p]].items()}
+    ket_all = {k: jnp.asarray(v) for k, v in pdata[pcs[q]].items()}
     ib, ik = quartet_indices(n_pairs(basis, pcs[p]), n_pairs(basis, pcs[q]), p == q)
     nq = ib.size
     nprim = bra_all["p"].shape[1] * ket_all["p"].shape[1]
@@ -132,6 +134,11 @@ def eri_blocks(basis: Basis, positions) -> dict:
     return {(p, q): _class_block(pdata, basis, pcs, p, q) for p, q in quartet_classes(basis)}
 
 
+def eri_packed(basis: Basis, positions):
+    """s8-packed ERI vector (see ``pairs.pack_quartets``) in the internal AO order."""
+    return pack_quartets(eri_blocks(basis, positions), basis)
+
+
 def eri(basis: Basis, positions):
     """Dense ERI tensor (n_ao, n_ao, n_ao, n_ao) in the internal AO order (chemists' notation).
 
@@ -139,4 +146,4 @@ def eri(basis: Basis, positions):
       basis: the molecule's ``Basis``.
       positions: (natom, 3) in Bohr.
     """
-    return expand_quartets(eri_blocks(basis, positions), basis)
+    return packed_to_dense(eri_packed(basis, positions), basis.n_ao)

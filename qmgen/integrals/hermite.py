@@ -141,8 +141,37 @@ def pair_hermite(lsa: tuple, lsb: tuple, ex: list, ey: list, ez: list):
     return out
 
 
+@lru_cache(maxsize=None)
+def _r_recursion(l: int) -> tuple:
+    """Static gather plan for one level of the R recursion, per target order ``l``.
+
+    For every (t, u, v) with 0 < t + u + v <= l (in ``tuv_list`` order, skipping (0,0,0)):
+    the axis a stepped down (first nonzero index), the position of (tuv - e_a) and of
+    (tuv - 2 e_a) in ``tuv_list(l - 1)``, and the coefficient (k - 1) of the second term.
+    """
+    prev = _tuv_position(l - 1)
+    axis, one, two, coef = [], [], [], []
+    for tuv in tuv_list(l)[1:]:
+        t = [int(x) for x in tuv]
+        a = 0 if t[0] > 0 else (1 if t[1] > 0 else 2)
+        k = t[a]
+        lo1 = list(t)
+        lo1[a] -= 1
+        lo2 = list(t)
+        lo2[a] -= 2
+        axis.append(a)
+        one.append(prev[tuple(lo1)])
+        two.append(prev[tuple(lo2)] if k >= 2 else 0)
+        coef.append(float(k - 1) if k >= 2 else 0.0)
+    return (np.asarray(axis), np.asarray(one), np.asarray(two), np.asarray(coef))
+
+
 def hermite_r(l: int, boys_vals, alpha, xpq, ypq, zpq):
     """Hermite Coulomb integrals :math:`R^0_{tuv}` for t + u + v <= l.
+
+    The recursion runs level by level from :math:`R^l` down to :math:`R^0`; each level is
+    a few array operations over a (t, u, v) axis with static gather indices, which keeps
+    the compiled program small for high angular momentum.
 
     Args:
       boys_vals: (..., l + 1) Boys functions F_0..F_l at T = alpha |PQ|^2.
@@ -151,32 +180,21 @@ def hermite_r(l: int, boys_vals, alpha, xpq, ypq, zpq):
 
     Returns array (..., ntuv(l)) in ``tuv_list(l)`` order.
     """
-    r = {}
-    fac = jnp.ones_like(alpha)
     m2a = -2.0 * alpha
-    for n in range(l + 1):
-        r[(n, 0, 0, 0)] = fac * boys_vals[..., n]
+    base = [boys_vals[..., 0]]
+    fac = jnp.ones_like(alpha)
+    for n in range(1, l + 1):
         fac = fac * m2a
-    comps = (xpq, ypq, zpq)
-
-    def get(n, t, u, v):
-        key = (n, t, u, v)
-        if key in r:
-            return r[key]
-        idx = (t, u, v)
-        axis = 0 if t > 0 else (1 if u > 0 else 2)
-        k = idx[axis]
-        lower = list(idx)
-        lower[axis] -= 1
-        val = comps[axis] * get(n + 1, *lower)
-        if k > 1:
-            lower2 = list(idx)
-            lower2[axis] -= 2
-            val = val + (k - 1) * get(n + 1, *lower2)
-        r[key] = val
-        return val
-
-    return jnp.stack([get(0, *map(int, tuv)) for tuv in tuv_list(l)], axis=-1)
+        base.append(fac * boys_vals[..., n])
+    xyz = jnp.stack([xpq, ypq, zpq], axis=-1)
+    r = base[l][..., None]  # R^{l}: only (0, 0, 0)
+    for order in range(1, l + 1):  # builds R^{l - order} with t + u + v <= order
+        axis, one, two, coef = _r_recursion(order)
+        val = jnp.take(xyz, axis, axis=-1) * jnp.take(r, one, axis=-1)
+        if np.any(coef):
+            val = val + jnp.asarray(coef, r.dtype) * jnp.take(r, two, axis=-1)
+        r = jnp.concatenate([base[l - order][..., None], val], axis=-1)
+    return r
 
 
 @lru_cache(maxsize=None)

@@ -5,8 +5,8 @@ Shells are grouped into kinds (see ``qmgen.basis``). A *pair class* is a pair of
 *quartet class* is a pair of pair classes (P, Q) with P >= Q, holding pair pairs
 bra >= ket when P == Q. Unique blocks are computed once per class (the 2-fold symmetry of
 one-electron integrals, the 8-fold symmetry of (ij|kl)); ``expand_pairs`` and
-``expand_quartets`` rebuild the dense arrays by index arithmetic on the AO grid, one
-gather per block of kinds, with no scatter.
+``pack_quartets`` scatters the unique ERIs once into the s8-packed vector, from which
+``packed_to_dense`` and ``packed_to_pairs`` gather full layouts by index arithmetic.
 
 Everything here depends only on the static kind counts.
 """
@@ -99,8 +99,14 @@ def n_pairs(basis: Basis, pc: tuple[int, int]) -> int:
 
 
 @lru_cache(maxsize=None)
-def _packed_destinations(kinds: tuple) -> tuple[np.ndarray, ...]:
-    """Per quartet class, the s8-packed position of every element of its block (flattened)."""
+def packed_destinations(kinds: tuple) -> np.ndarray:
+    """s8-packed position of every element of every quartet-class block, concatenated in
+    ``quartet_classes`` order.
+
+    Within diagonal classes an AO quartet can appear more than once (both component orders
+    of a shell with itself); all but its first occurrence point one past the end, so the
+    scatter into the packed vector has unique indices and drops the copies.
+    """
     offsets = np.cumsum([0] + [k.count * k.nsph for k in kinds])
     pcs = [(x, y) for x in range(len(kinds)) for y in range(x + 1)]
 
@@ -115,41 +121,65 @@ def _packed_destinations(kinds: tuple) -> tuple[np.ndarray, ...]:
         hi, lo = np.maximum(a, b), np.minimum(a, b)
         return (hi * (hi + 1) // 2 + lo).reshape(i.size, nx * ny)
 
-    ao_pairs = [pair_aos(pc) for pc in pcs]
+    ao_pairs = [pair_aos(pc).astype(np.int64) for pc in pcs]
     out = []
     for p in range(len(pcs)):
         for q in range(p + 1):
             ib, ik = pair_indices(ao_pairs[p].shape[0], ao_pairs[q].shape[0], p == q)
-            bra = ao_pairs[p][ib][:, :, None].astype(np.int64)
-            ket = ao_pairs[q][ik][:, None, :].astype(np.int64)
+            bra = ao_pairs[p][ib][:, :, None]
+            ket = ao_pairs[q][ik][:, None, :]
             hi, lo = np.maximum(bra, ket), np.minimum(bra, ket)
             out.append((hi * (hi + 1) // 2 + lo).ravel())
-    return tuple(out)
+    dest = np.concatenate(out)
+    n = int(offsets[-1])
+    npacked = n * (n + 1) // 2 * (n * (n + 1) // 2 + 1) // 2
+    first = np.zeros(dest.size, bool)
+    first[np.unique(dest, return_index=True)[1]] = True
+    dest = np.where(first, dest, npacked)
+    return dest.astype(np.int32 if npacked < 2**31 - 1 else np.int64)
 
 
-def expand_quartets(blocks: dict, basis: Basis):
-    """Dense (n_ao,)*4 ERI tensor from unique quartet-class blocks (8-fold symmetry).
+def pack_quartets(blocks: dict, basis: Basis):
+    """The s8-packed ERI vector from unique quartet-class blocks.
 
-    The blocks are scattered once into the s8-packed vector (index of AO pairs ij >= kl in
-    the internal AO order), then the dense tensor is one gather with indices computed from
-    the AO grid.
-
-    Args:
-      blocks: {(P, Q): array (nquartets, n_a, n_b, n_c, n_d)} for every quartet class,
-        P and Q indexing ``pair_classes(basis)``.
-
-    Returns (n_ao, n_ao, n_ao, n_ao) in the internal AO order.
+    Index of AO quartet (ij|kl), i >= j, k >= l, ij >= kl (pair index ij = i(i+1)/2 + j in
+    the internal AO order): ij(ij+1)/2 + kl. One scatter with unique indices.
     """
     n = basis.n_ao
     npair = n * (n + 1) // 2
-    dest = _packed_destinations(basis.kinds)
     values = jnp.concatenate([blocks[key].reshape(-1) for key in quartet_classes(basis)])
-    itype = np.int32 if npair * (npair + 1) // 2 < 2**31 else np.int64
-    index = np.concatenate(dest).astype(itype)
-    packed = jnp.zeros(npair * (npair + 1) // 2, values.dtype).at[index].set(values)
+    dest = packed_destinations(basis.kinds)
+    packed = jnp.zeros(npair * (npair + 1) // 2, values.dtype)
+    return packed.at[dest].set(values, mode="drop", unique_indices=True)
+
+
+def _tri_index(a, b):
+    hi, lo = jnp.maximum(a, b), jnp.minimum(a, b)
+    return hi * (hi + 1) // 2 + lo
+
+
+def packed_to_dense(packed, n: int):
+    """(n, n, n, n) ERI tensor from the s8-packed vector (one gather, indices from iota)."""
+    itype = jnp.int32 if packed.size < 2**31 else jnp.int64
     a = jnp.arange(n, dtype=itype)
-    hi, lo = jnp.maximum(a[:, None], a[None, :]), jnp.minimum(a[:, None], a[None, :])
-    ij = hi * (hi + 1) // 2 + lo
-    hi = jnp.maximum(ij[:, :, None, None], ij[None, None, :, :])
-    lo = jnp.minimum(ij[:, :, None, None], ij[None, None, :, :])
-    return packed[hi * (hi + 1) // 2 + lo]
+    ij = _tri_index(a[:, None], a[None, :])
+    return packed[_tri_index(ij[:, :, None, None], ij[None, None, :, :])]
+
+
+def packed_to_pairs(packed, n: int):
+    """(npair, npair) ERI matrix over AO pairs i >= j (s4 layout) from the packed vector."""
+    npair = n * (n + 1) // 2
+    itype = jnp.int32 if packed.size < 2**31 else jnp.int64
+    p = jnp.arange(npair, dtype=itype)
+    return packed[_tri_index(p[:, None], p[None, :])]
+
+
+def pair_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """AO indices (i, j), i >= j, of each AO pair in pair-index order."""
+    i, j = np.tril_indices(n)
+    return i, j
+
+
+def expand_quartets(blocks: dict, basis: Basis):
+    """Dense (n_ao,)*4 ERI tensor from unique quartet-class blocks (8-fold symmetry)."""
+    return packed_to_dense(pack_quartets(blocks, basis), basis.n_ao)

@@ -1,0 +1,74 @@
+r"""Labels from a converged SCF state (JAX): orbital energies, dipole, charges, forces.
+
+* Frontier orbitals: HOMO = :math:`\varepsilon_{n_{occ}-1}`, LUMO = :math:`\varepsilon_{n_{occ}}`,
+  gap = LUMO − HOMO (Hartree).
+* Dipole (atomic units, origin 0, as PySCF's ``dip_moment(unit='au')``):
+  :math:`\boldsymbol\mu = \sum_A Z_A \mathbf R_A - \mathrm{tr}(D\,\mathbf r)`.
+* Mulliken charges: :math:`q_A = Z_A - \sum_{\mu \in A} (DS)_{\mu\mu}`.
+* Forces :math:`-dE/d\mathbf R_A` by JAX autodiff of the SCF Lagrangian at the converged
+  density (Pulay, Mol. Phys. 17, 197 (1969)):
+
+  .. math::
+     \mathcal L(\mathbf R) = \mathrm{tr}(D h) + \tfrac12 \sum D_{ij} D_{kl} (ij|kl)
+       - \tfrac{c_x}{4} \sum D_{ij} D_{kl} (ik|jl) + E_{xc}[D] + E_{nuc} - \mathrm{tr}(W S),
+
+  with D and the energy-weighted density W held fixed. The XC term is differentiated
+  through the AO centres only, on grid points and weights held fixed: PySCF's default
+  (no grid response).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from qmgen.grid import place_grid
+from qmgen.integrals.eri import eri
+from qmgen.integrals.one_electron import one_electron
+from qmgen.numint import ao_values
+from qmgen.scf import SCFInputs, nuclear_repulsion, xc_energy
+from qmgen.xc import get_functional
+
+
+def frontier(mo_energy, n_occ):
+    """(homo, lumo, gap) from ascending orbital energies and the occupied count."""
+    homo = jnp.take(mo_energy, n_occ - 1)
+    lumo = jnp.take(mo_energy, n_occ)
+    return homo, lumo, lumo - homo
+
+
+def dipole_moment(dipole_ints, dm, positions, z):
+    """Total dipole (3,) in e·Bohr: nuclear minus electronic, origin 0."""
+    nuc = jnp.einsum("a,ax->x", z.astype(dm.dtype), positions)
+    return nuc - jnp.einsum("xij,ji->x", dipole_ints, dm)
+
+
+def mulliken_charges(dm, s, ao_atom, ao_mask, z):
+    """Mulliken charges (natom,) from the density and overlap (padding AOs excluded)."""
+    pop = jnp.sum(dm * s, axis=1) * ao_mask
+    per_atom = jax.ops.segment_sum(pop, ao_atom, num_segments=z.shape[0])
+    return z.astype(dm.dtype) - per_atom
+
+
+def _lagrangian(positions, inputs: SCFInputs, dm, wdm, xc: str):
+    functional = get_functional(xc)
+    charges = inputs.z.astype(dm.dtype)
+    one = one_electron(inputs.basis, positions, charges)
+    e = jnp.sum(dm * (one["kinetic"] + one["nuclear"])) - jnp.sum(wdm * one["overlap"])
+    g = eri(inputs.basis, positions)
+    e = e + 0.5 * jnp.einsum("ijkl,ij,kl->", g, dm, dm)
+    if functional.hyb != 0.0:
+        e = e - 0.25 * functional.hyb * jnp.einsum("ijkl,ik,jl->", g, dm, dm)
+    if functional.name != "hf":
+        coords, weights = jax.lax.stop_gradient(place_grid(inputs.grid, positions, inputs.z))
+        ao = ao_values(inputs.basis, positions, coords, deriv=int(functional.is_gga))
+        e = e + xc_energy(ao, weights, dm, xc)[0]
+    return e + nuclear_repulsion(positions, charges)
+
+
+def forces(inputs: SCFInputs, mo_energy, mo_coeff, mo_occ, xc: str):
+    """Forces (natom, 3) in Hartree/Bohr: minus the analytic energy gradient."""
+    dm = (mo_coeff * mo_occ) @ mo_coeff.T
+    wdm = (mo_coeff * (mo_occ * mo_energy)) @ mo_coeff.T
+    grad = jax.grad(_lagrangian)(inputs.positions, inputs, dm, wdm, xc)
+    return -grad

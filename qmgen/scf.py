@@ -1,0 +1,284 @@
+r"""Closed-shell Kohn–Sham and Hartree–Fock SCF for one molecule, in JAX.
+
+Roothaan–Hall iterations :math:`F(D) C = S C \varepsilon` with
+
+.. math::
+   F = h + J[D] - \tfrac{c_x}{2} K[D] + V_{xc}[D], \quad
+   E = \mathrm{tr}(D h) + \tfrac12 \mathrm{tr}(D J) - \tfrac{c_x}{4}\mathrm{tr}(D K)
+       + E_{xc}[\rho] + E_{nuc},
+
+(:math:`c_x` the exact-exchange fraction), accelerated by Pulay's DIIS (Chem. Phys.
+Lett. 73, 393 (1980)) with PySCF's error vector :math:`FDS - SDF` and a fixed-size
+history handled by masks. The loop is a ``lax.while_loop`` with PySCF's convergence test
+(|ΔE| < conv_tol and ‖g‖ < conv_tol_grad, g the occupied–virtual Fock block) and a
+``max_cycle`` cap, followed by PySCF's extra diagonalisation (``conv_check``). Under
+``vmap`` each molecule stops updating once it has converged.
+
+Padding AOs (zero functions that map many molecules onto one compiled shape) get an
+identity overlap block and a Fock diagonal of ``PAD_ENERGY`` so they are never occupied.
+The single-molecule kernel here is pure; batching (vmap) happens in ``qmgen.engine``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from qmgen.basis import Basis
+from qmgen.grid import Grid, place_grid
+from qmgen.integrals.eri import eri
+from qmgen.integrals.one_electron import one_electron
+from qmgen.numint import ao_values, eval_rho, vxc_matrix
+from qmgen.xc import eval_xc, get_functional
+
+PAD_ENERGY = 1.0e3  # Hartree: orbital energy given to padding AOs
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class SCFInputs:
+    """Everything the SCF of one molecule needs, as arrays (a JAX pytree).
+
+    basis: ``Basis`` (possibly padded). positions: (natom, 3) Bohr. z: (natom,) int, 0 for
+    padding atoms. grid: ``Grid``. ao_mask: (n_ao,) 1 for real AOs, 0 for padding.
+    ao_atom: (n_ao,) int atom of each AO (0 for padding). dm0: (n_ao, n_ao) initial
+    density. n_occ: () int number of doubly occupied orbitals.
+    """
+
+    basis: Basis
+    positions: jax.Array
+    z: jax.Array
+    grid: Grid
+    ao_mask: jax.Array
+    ao_atom: jax.Array
+    dm0: jax.Array
+    n_occ: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class SCFOptions:
+    """Static SCF settings (PySCF's names and defaults where PySCF has them)."""
+
+    xc: str = "b3lyp5"
+    conv_tol: float = 1e-9
+    conv_tol_grad: float | None = None  # default sqrt(conv_tol), as PySCF
+    max_cycle: int = 50
+    diis_space: int = 8
+    diis_start_cycle: int = 1
+    level_shift: float = 0.0
+    damping: float = 0.0
+
+    @property
+    def tol_grad(self) -> float:
+        return self.conv_tol_grad if self.conv_tol_grad is not None else self.conv_tol**0.5
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Hamiltonian:
+    """Geometry-dependent matrices of one molecule (internal AO order)."""
+
+    s: jax.Array  # (n, n) overlap, identity on padding AOs
+    h: jax.Array  # (n, n) core Hamiltonian, PAD_ENERGY on padding AOs
+    eri_j: jax.Array  # (n*n, n*n): J = eri_j @ vec(D)
+    eri_k: jax.Array | None  # (n*n, n*n): K = eri_k @ vec(D), hybrids only
+    e_nuc: jax.Array
+    dipole: jax.Array  # (3, n, n) <mu|r|nu>, origin 0
+    ao: jax.Array  # (1 or 4, G, n) AO values (and gradients) on the grid
+    weights: jax.Array  # (G,)
+
+
+def nuclear_repulsion(positions, charges):
+    """Sum over atom pairs of Z_A Z_B / R_AB (padding atoms have Z = 0)."""
+    d = positions[:, None, :] - positions[None, :, :]
+    r2 = jnp.sum(d * d, axis=-1)
+    pair = (charges[:, None] * charges[None, :]) > 0
+    pair = pair & ~jnp.eye(positions.shape[0], dtype=bool)
+    inv = jnp.where(pair, 1.0 / jnp.sqrt(jnp.where(pair, r2, 1.0)), 0.0)
+    return 0.5 * jnp.sum(charges[:, None] * charges[None, :] * inv)
+
+
+def build_hamiltonian(inputs: SCFInputs, xc: str) -> Hamiltonian:
+    """Integrals, grid and AO values of one molecule in the dtype of ``inputs``."""
+    functional = get_functional(xc)
+    dtype = inputs.positions.dtype
+    charges = inputs.z.astype(dtype)
+    one = one_electron(inputs.basis, inputs.positions, charges)
+    pad = 1.0 - inputs.ao_mask
+    s = one["overlap"] + jnp.diag(pad)
+    h = one["kinetic"] + one["nuclear"] + jnp.diag(pad * PAD_ENERGY)
+    g = eri(inputs.basis, inputs.positions)
+    n = g.shape[0]
+    eri_j = g.reshape(n * n, n * n)
+    eri_k = None
+    if functional.hyb != 0.0:
+        eri_k = g.transpose(0, 2, 1, 3).reshape(n * n, n * n)
+    if functional.name == "hf":
+        ao = jnp.zeros((1, 0, n), dtype)
+        weights = jnp.zeros((0,), dtype)
+    else:
+        coords, weights = place_grid(inputs.grid, inputs.positions, inputs.z)
+        ao = ao_values(inputs.basis, inputs.positions, coords, deriv=int(functional.is_gga))
+    e_nuc = nuclear_repulsion(inputs.positions, charges)
+    return Hamiltonian(s, h, eri_j, eri_k, e_nuc, one["dipole"], ao, weights)
+
+
+def xc_energy(ao, weights, dm, xc: str):
+    """(E_xc, N_elec, V_xc) of density matrix ``dm`` on the grid."""
+    functional = get_functional(xc)
+    if functional.name == "hf":
+        zero = jnp.zeros((), dm.dtype)
+        return zero, zero, jnp.zeros_like(dm)
+    rho, grad = eval_rho(ao, dm, functional.is_gga)
+    sigma = jnp.sum(grad * grad, axis=-1) if grad is not None else None
+    exc, vrho, vsigma = eval_xc(xc, rho, sigma)
+    e_xc = jnp.sum(weights * rho * exc)
+    nelec = jnp.sum(weights * rho)
+    return e_xc, nelec, vxc_matrix(ao, weights, vrho, vsigma, grad)
+
+
+def veff(ham: Hamiltonian, dm, xc: str):
+    """Two-electron potential (n, n) and its energy (Coulomb + exchange + XC) for ``dm``."""
+    functional = get_functional(xc)
+    n = dm.shape[0]
+    j = (ham.eri_j @ dm.reshape(-1)).reshape(n, n)
+    v = j
+    e2 = 0.5 * jnp.sum(dm * j)
+    if ham.eri_k is not None:
+        k = (ham.eri_k @ dm.reshape(-1)).reshape(n, n)
+        v = v - 0.5 * functional.hyb * k
+        e2 = e2 - 0.25 * functional.hyb * jnp.sum(dm * k)
+    e_xc, _, vxc = xc_energy(ham.ao, ham.weights, dm, xc)
+    return v + vxc, e2 + e_xc
+
+
+def _orthogonalizer(s):
+    """Symmetric orthogonalisation X = S^{-1/2}."""
+    e, u = jnp.linalg.eigh(s)
+    return (u * (1.0 / jnp.sqrt(e))) @ u.T
+
+
+def _diagonalize(f, x):
+    e, c = jnp.linalg.eigh(x.T @ f @ x)
+    return e, x @ c
+
+
+def _occupations(n, n_occ, dtype):
+    return jnp.where(jnp.arange(n) < n_occ, 2.0, 0.0).astype(dtype)
+
+
+def _gradient_norm(fock, mo_coeff, occ):
+    """‖g‖ with g = 2 C_vir^T F C_occ (PySCF's RHF orbital gradient)."""
+    g = mo_coeff.T @ fock @ mo_coeff
+    mask = (occ[:, None] == 0) & (occ[None, :] > 0)
+    return jnp.sqrt(jnp.sum(jnp.where(mask, 2.0 * g, 0.0) ** 2))
+
+
+def _diis_extrapolate(f_hist, e_hist, count, space: int):
+    """Pulay extrapolation over the ``min(count, space)`` stored Fock matrices."""
+    valid = (jnp.arange(space) < count).astype(f_hist.dtype)
+    flat = e_hist.reshape(space, -1)
+    b = flat @ flat.T
+    scale = jnp.max(jnp.where(valid > 0, jnp.diag(b), 0.0))
+    b = b / jnp.where(scale > 0, scale, 1.0)
+    b = b * valid[:, None] * valid[None, :] + jnp.diag(1.0 - valid)
+    a = jnp.zeros((space + 1, space + 1), f_hist.dtype)
+    a = a.at[:space, :space].set(b).at[:space, space].set(-valid).at[space, :space].set(-valid)
+    rhs = jnp.zeros(space + 1, f_hist.dtype).at[space].set(-1.0)
+    c = jnp.linalg.solve(a, rhs)[:space] * valid
+    return jnp.einsum("k,kij->ij", c, f_hist)
+
+
+def run_scf(inputs: SCFInputs, opts: SCFOptions, ham: Hamiltonian | None = None) -> dict:
+    """Self-consistent field for one molecule.
+
+    Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), mo_occ (n,), dm (n, n),
+    converged, n_iter, scf_error (final ‖g‖), and the Hamiltonian pieces used by labels.
+    """
+    if ham is None:
+        ham = build_hamiltonian(inputs, opts.xc)
+    dtype = ham.s.dtype
+    n = ham.s.shape[0]
+    x = _orthogonalizer(ham.s)
+    occ = _occupations(n, inputs.n_occ, dtype)
+    m = opts.diis_space
+
+    def energy_of(dm):
+        v, e2 = veff(ham, dm, opts.xc)
+        return v, jnp.sum(dm * ham.h) + e2 + ham.e_nuc
+
+    dm0 = inputs.dm0.astype(dtype)
+    v0, e0 = energy_of(dm0)
+    state = dict(
+        it=jnp.zeros((), jnp.int32),
+        dm=dm0,
+        v=v0,
+        e_tot=e0,
+        converged=jnp.zeros((), bool),
+        f_hist=jnp.zeros((m, n, n), dtype),
+        e_hist=jnp.zeros((m, n, n), dtype),
+        count=jnp.zeros((), jnp.int32),
+        f_prev=ham.h + v0,
+        norm_g=jnp.asarray(jnp.inf, dtype),
+    )
+
+    def cond(st):
+        return (~st["converged"]) & (st["it"] < opts.max_cycle)
+
+    def body(st):
+        dm = st["dm"]
+        f = ham.h + st["v"]
+        use_diis = st["it"] >= opts.diis_start_cycle
+        err = f @ dm @ ham.s - ham.s @ dm @ f
+        slot = st["count"] % m
+        f_hist = jnp.where(use_diis, st["f_hist"].at[slot].set(f), st["f_hist"])
+        e_hist = jnp.where(use_diis, st["e_hist"].at[slot].set(err), st["e_hist"])
+        count = st["count"] + use_diis.astype(jnp.int32)
+        f_use = jnp.where(use_diis, _diis_extrapolate(f_hist, e_hist, count, m), f)
+        if opts.damping:
+            f_use = jnp.where(
+                use_diis, f_use, (1 - opts.damping) * f_use + opts.damping * st["f_prev"]
+            )
+        if opts.level_shift:
+            f_use = f_use + opts.level_shift * (ham.s - 0.5 * ham.s @ dm @ ham.s)
+        _, c = _diagonalize(f_use, x)
+        dm_new = (c * occ) @ c.T
+        v_new, e_new = energy_of(dm_new)
+        norm_g = _gradient_norm(ham.h + v_new, c, occ)
+        conv = (jnp.abs(e_new - st["e_tot"]) < opts.conv_tol) & (norm_g < opts.tol_grad)
+        return dict(
+            it=st["it"] + 1,
+            dm=dm_new,
+            v=v_new,
+            e_tot=e_new,
+            converged=conv,
+            f_hist=f_hist,
+            e_hist=e_hist,
+            count=count,
+            f_prev=f,
+            norm_g=norm_g,
+        )
+
+    st = jax.lax.while_loop(cond, body, state)
+    # PySCF's conv_check: one more diagonalisation of the undamped, unextrapolated Fock
+    fock = ham.h + st["v"]
+    mo_energy, mo_coeff = _diagonalize(fock, x)
+    dm = (mo_coeff * occ) @ mo_coeff.T
+    v, e_tot = energy_of(dm)
+    norm_g = _gradient_norm(ham.h + v, mo_coeff, occ)
+    converged = st["converged"] | (
+        (jnp.abs(e_tot - st["e_tot"]) < 10 * opts.conv_tol) & (norm_g < 3 * opts.tol_grad)
+    )
+    return dict(
+        e_tot=e_tot,
+        mo_energy=mo_energy,
+        mo_coeff=mo_coeff,
+        mo_occ=occ,
+        dm=dm,
+        fock=ham.h + v,
+        converged=converged & jnp.isfinite(e_tot),
+        n_iter=st["it"],
+        scf_error=norm_g,
+    )
