@@ -1,0 +1,248 @@
+"""Per-process state of an open dataset: shard table, file handles, checks and caches.
+
+One :class:`Store` is shared by a dataset and all its views. Handles, caches and the
+hashing thread belong to the process that made them: after a fork the child parks the
+inherited h5py handles (never using or closing them) and opens its own; decoded shards
+stay valid (copy-on-write memory). Pickling carries the configuration and the verified
+state only, so spawn workers start clean but do not re-hash verified shards.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from qmgen.dataset.columns import Columns
+from qmgen.pipeline.shards import (
+    ROW_SCALARS,
+    CorruptShardError,
+    ShardReader,
+    read_molecules,
+    sha256_file,
+)
+from qmgen.units import energy_factor, length_factor
+
+VERIFY_MODES = ("once", "none")
+MAX_OPEN_FILES = 64
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
+_INHERITED: list = []  # h5py handles inherited through fork: parked, never used or closed
+
+
+def _default_cache_bytes() -> int:
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        physical = 8 << 30
+    return int(min(2 << 30, physical // 4))
+
+
+def _stat_and_hash(path) -> tuple[tuple[str, int, int], str]:
+    st = os.stat(path)
+    return (str(path), st.st_size, st.st_mtime_ns), sha256_file(path)
+
+
+class Store:
+    """Shard table, unit factors and the process-local handles and caches of a dataset."""
+
+    def __init__(self, root, index, energy_unit, length_unit, verify, cache_bytes):
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"unknown verify mode {verify!r}; valid: {', '.join(VERIFY_MODES)}")
+        self.root = Path(root)
+        self.attrs = index.get("attrs", {})
+        shards = index["shards"]
+        self.shards = shards
+        self.files = [self.root / s["file"] for s in shards]
+        self.n_rows = [int(s["n_rows"]) for s in shards]
+        self.offsets = [0] + np.cumsum(self.n_rows, dtype=np.int64).tolist()
+        self.energy_unit, self.length_unit = energy_unit.lower(), length_unit.lower()
+        self.ef, self.lf = energy_factor(energy_unit), length_factor(length_unit)
+        self.verify = verify
+        self.cache_bytes = _default_cache_bytes() if cache_bytes is None else int(cache_bytes)
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._handles: OrderedDict = OrderedDict()
+        self._cache: OrderedDict = OrderedDict()
+        self._cache_used = 0
+        self._meta: dict = {}
+        self._hashing: dict = {}  # shard -> Future of (stat key, sha256) from a thread
+        self._executor = None
+
+    def __getstate__(self):
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        files = {str(p) for p in self.files}
+        state["verified"] = {k: v for k, v in _VERIFIED.items() if k[0] in files}
+        return state
+
+    def __setstate__(self, state):
+        _VERIFIED.update(state.pop("verified"))
+        self.__dict__.update(state)
+        self._reset_process_state()
+
+    def check_pid(self) -> None:
+        if self._pid != os.getpid():  # forked: decoded caches stay valid, handles do not
+            _INHERITED.extend(self._handles.values())
+            self._handles = OrderedDict()
+            self._hashing, self._executor = {}, None  # threads do not survive fork
+            self._pid = os.getpid()
+
+    def cached(self, s: int) -> Columns | None:
+        """Shard ``s`` if it is in this process's cache (no I/O)."""
+        return self._cache.get(s)
+
+    def locate(self, g: int) -> tuple[int, int]:
+        s = bisect.bisect_right(self.offsets, g) - 1
+        return s, g - self.offsets[s]
+
+    # ---------------------------------------------------------------- files
+    def _check_file(self, s: int) -> None:
+        path, entry = self.files[s], self.shards[s]
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise CorruptShardError(path, "file is missing (listed in index.json)") from None
+        size = entry.get("size")
+        if size is not None and st.st_size != int(size):
+            raise CorruptShardError(
+                path, f"size {st.st_size} bytes, index.json says {size} (truncated or replaced)"
+            )
+        if self.verify == "none":
+            return
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if _VERIFIED.get(key) == entry["sha256"]:
+            return
+        future = self._hashing.pop(s, None)
+        hashed_key, digest = future.result() if future is not None else (None, None)
+        if hashed_key != key:
+            digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise CorruptShardError(
+                path,
+                f"sha256 {digest} does not match index.json ({entry['sha256']}): "
+                "the file is corrupt or was modified",
+            )
+        _VERIFIED[key] = digest
+
+    def prefetch_verify(self, order, depth: int = 2) -> None:
+        """Hash the next unverified shards of ``order`` in a background thread (hashlib
+        releases the GIL), at most ``depth`` in flight, so verification overlaps reading."""
+        if self.verify == "none":
+            return
+        self.check_pid()
+        for s in order:
+            if len(self._hashing) >= depth:
+                break
+            if s in self._hashing or s in self._handles or not self.n_rows[s]:
+                continue
+            try:
+                st = os.stat(self.files[s])
+            except OSError:
+                continue  # reported when the shard is opened
+            if _VERIFIED.get((str(self.files[s]), st.st_size, st.st_mtime_ns)) is not None:
+                continue
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="qmgen-sha256")
+            self._hashing[s] = self._executor.submit(_stat_and_hash, self.files[s])
+
+    def cancel_prefetch(self) -> None:
+        for future in self._hashing.values():
+            future.cancel()
+        self._hashing = {}
+
+    def total_bytes(self, shard_ids) -> int:
+        return sum(int(self.shards[s].get("size") or 0) for s in shard_ids)
+
+    def handle(self, s: int):
+        self.check_pid()
+        h = self._handles.get(s)
+        if h is not None:
+            self._handles.move_to_end(s)
+            return h
+        self._check_file(s)
+        h = ShardReader(self.files[s])
+        n = h.n_rows
+        if n != self.n_rows[s]:
+            h.close()
+            raise CorruptShardError(
+                self.files[s], f"holds {n} rows, index.json says {self.n_rows[s]}"
+            )
+        self._handles[s] = h
+        if len(self._handles) > MAX_OPEN_FILES:
+            self._handles.popitem(last=False)[1].close()
+        return h
+
+    def meta(self, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per-molecule smiles and name of shard ``s`` as object arrays."""
+        m = self._meta.get(s)
+        if m is None:
+            _, smiles, names = read_molecules(self.handle(s).file)
+            m = self._meta[s] = (np.array(smiles, dtype=object), np.array(names, dtype=object))
+        return m
+
+    def has_forces(self) -> bool:
+        for s, n in enumerate(self.n_rows):
+            if n:
+                return "forces" in self.handle(s).columns
+        return False
+
+    # ---------------------------------------------------------------- decoding
+    def _decode(self, s: int, raw: dict) -> Columns:
+        ef, lf = self.ef, self.lf
+        conf = {k: raw[k] for k in raw if k not in ("z", "positions", "charges", "forces")}
+        for k in ROW_SCALARS:
+            if ef != 1.0:
+                conf[k] = conf[k] * ef
+        if lf != 1.0:
+            conf["dipole"] = conf["dipole"] * lf
+        smiles, names = self.meta(s)
+        conf["smiles"] = smiles[conf["molecule_row"]]
+        conf["name"] = names[conf["molecule_row"]]
+        atoms = {"z": raw["z"], "positions": raw["positions"] * lf if lf != 1 else raw["positions"]}
+        atoms["charges"] = raw["charges"]
+        if "forces" in raw:
+            atoms["forces"] = raw["forces"] * (ef / lf) if ef != lf else raw["forces"]
+        mo = raw["mo_energy"] * ef if ef != 1 else raw["mo_energy"]
+        for k in ("atom_offset", "mo_offset", "mo_energy"):
+            conf.pop(k, None)
+        return Columns(conf, atoms, raw["atom_offset"], mo, raw["mo_offset"])
+
+    def shard(self, s: int) -> Columns | None:
+        """Whole shard ``s`` decoded, from or into the LRU cache (None if it cannot fit)."""
+        cols = self._cache.get(s)
+        if cols is not None:
+            self._cache.move_to_end(s)
+            return cols
+        reader = self.handle(s)
+        if os.path.getsize(self.files[s]) > self.cache_bytes:
+            return None
+        cols = self._decode(s, reader.read_block()).freeze()
+        self._cache[s] = cols
+        self._cache_used += cols.nbytes
+        while self._cache_used > self.cache_bytes and len(self._cache) > 1:
+            self._cache_used -= self._cache.popitem(last=False)[1].nbytes
+        return cols
+
+    def rows(self, s: int, start: int, stop: int) -> Columns:
+        """Contiguous rows of shard ``s`` (cache if present, else HDF5 slices)."""
+        cols = self._cache.get(s)
+        if cols is not None:
+            return cols.slice(start, stop)
+        return self._decode(s, self.handle(s).read_block(start, stop))
+
+    def gather(self, s: int, local: np.ndarray) -> Columns:
+        """Rows ``local`` (any order) of shard ``s``."""
+        lo, hi = int(local.min()), int(local.max()) + 1
+        if hi - lo == len(local) and np.all(np.diff(local) == 1):
+            return self.rows(s, lo, hi)
+        if s not in self._cache and hi - lo <= 8 * len(local):
+            return self.rows(s, lo, hi).take(local - lo)
+        cols = self.shard(s)
+        if cols is None:
+            return self.rows(s, lo, hi).take(local - lo)
+        return cols.take(local)
