@@ -27,7 +27,7 @@ The internal AO order is kind by kind; ``BasisLayout.ao_index`` maps it to PySCF
 from __future__ import annotations
 
 import dataclasses
-from functools import lru_cache
+from functools import cache
 
 import jax
 import numpy as np
@@ -136,7 +136,7 @@ class BasisLayout:
         return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def element_shells(z: int, name: str) -> tuple:
     """Shell groups of element ``z`` in basis ``name``.
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +50,7 @@ def check_level(level) -> int:
     return int(level)
 
 
-@lru_cache(maxsize=None)
+@cache
 def atomic_grid(z: int, level: int) -> tuple[np.ndarray, np.ndarray]:
     """PySCF's grid of element ``z`` at ``level``: (points (n, 3) Bohr, weights (n,))."""
     from pyscf import gto
@@ -66,7 +66,7 @@ def atomic_grid(z: int, level: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(coords), np.ascontiguousarray(weights)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sqrt_bragg() -> np.ndarray:
     from pyscf.dft import radi
 

@@ -8,7 +8,7 @@ diagonal of its atoms' densities, placed host-side in the internal AO order.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from qmgen.basis import BasisLayout
 from qmgen.molecule import SYMBOLS, Molecule
 
 
-@lru_cache(maxsize=None)
+@cache
 def atomic_density(z: int, basis: str) -> np.ndarray:
     """(nao_atom, nao_atom) atomic density of element ``z`` in ``basis`` (PySCF AO order)."""
     from pyscf import gto

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 
 from qmgen.grid import place_grid
-from qmgen.integrals.eri import eri
+from qmgen.integrals.eri import eri_energy
 from qmgen.integrals.one_electron import one_electron
+from qmgen.integrals.pairs import pair_arrays, pairs_to_packed
 from qmgen.numint import ao_values
 from qmgen.scf import SCFInputs, nuclear_repulsion, xc_energy
 from qmgen.xc import get_functional
@@ -50,15 +51,30 @@ def mulliken_charges(dm, s, ao_atom, ao_mask, z):
     return z.astype(dm.dtype) - per_atom
 
 
+def _two_electron_density(dm, hyb: float):
+    r"""s8-packed :math:`\Gamma` with :math:`E_2 = \sum_P (ERI)_P \Gamma_P`.
+
+    Over AO pairs p = (ij), q = (kl) with multiplicities w:
+    :math:`w_p w_q [\tfrac12 D_{ij} D_{kl} - \tfrac{c_x}{8}(D_{ik} D_{jl} + D_{il} D_{jk})]`.
+    """
+    n = dm.shape[0]
+    pi, pj, w = pair_arrays(n)
+    d = dm[pi, pj]
+    g = 0.5 * d[:, None] * d[None, :]
+    if hyb != 0.0:
+        k = dm[pi[:, None], pi[None, :]] * dm[pj[:, None], pj[None, :]]
+        k = k + dm[pi[:, None], pj[None, :]] * dm[pj[:, None], pi[None, :]]
+        g = g - 0.125 * hyb * k
+    w = jnp.asarray(w, dm.dtype)
+    return pairs_to_packed(jax.lax.stop_gradient(g * w[:, None] * w[None, :]), n)
+
+
 def _lagrangian(positions, inputs: SCFInputs, dm, wdm, xc: str):
     functional = get_functional(xc)
     charges = inputs.z.astype(dm.dtype)
     one = one_electron(inputs.basis, positions, charges)
     e = jnp.sum(dm * (one["kinetic"] + one["nuclear"])) - jnp.sum(wdm * one["overlap"])
-    g = eri(inputs.basis, positions)
-    e = e + 0.5 * jnp.einsum("ijkl,ij,kl->", g, dm, dm)
-    if functional.hyb != 0.0:
-        e = e - 0.25 * functional.hyb * jnp.einsum("ijkl,ik,jl->", g, dm, dm)
+    e = e + eri_energy(inputs.basis, positions, _two_electron_density(dm, functional.hyb))
     if functional.name != "hf":
         coords, weights = jax.lax.stop_gradient(place_grid(inputs.grid, positions, inputs.z))
         ao = ao_values(inputs.basis, positions, coords, deriv=int(functional.is_gga))

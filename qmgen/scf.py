@@ -28,8 +28,9 @@ import jax.numpy as jnp
 
 from qmgen.basis import Basis
 from qmgen.grid import Grid, place_grid
-from qmgen.integrals.eri import eri
+from qmgen.integrals.eri import eri_packed
 from qmgen.integrals.one_electron import one_electron
+from qmgen.integrals.pairs import packed_to_exchange, packed_to_pairs, pair_arrays, pairs_to_matrix
 from qmgen.numint import ao_values, eval_rho, vxc_matrix
 from qmgen.xc import eval_xc, get_functional
 
@@ -82,8 +83,8 @@ class Hamiltonian:
 
     s: jax.Array  # (n, n) overlap, identity on padding AOs
     h: jax.Array  # (n, n) core Hamiltonian, PAD_ENERGY on padding AOs
-    eri_j: jax.Array  # (n*n, n*n): J = eri_j @ vec(D)
-    eri_k: jax.Array | None  # (n*n, n*n): K = eri_k @ vec(D), hybrids only
+    eri_j: jax.Array  # (npair, npair) (ij|kl) over AO pairs i >= j, k >= l
+    eri_k: jax.Array | None  # (n*n, n*n) (ik|jl): K = eri_k @ vec(D), hybrids only
     e_nuc: jax.Array
     dipole: jax.Array  # (3, n, n) <mu|r|nu>, origin 0
     ao: jax.Array  # (1 or 4, G, n) AO values (and gradients) on the grid
@@ -109,12 +110,10 @@ def build_hamiltonian(inputs: SCFInputs, xc: str) -> Hamiltonian:
     pad = 1.0 - inputs.ao_mask
     s = one["overlap"] + jnp.diag(pad)
     h = one["kinetic"] + one["nuclear"] + jnp.diag(pad * PAD_ENERGY)
-    g = eri(inputs.basis, inputs.positions)
-    n = g.shape[0]
-    eri_j = g.reshape(n * n, n * n)
-    eri_k = None
-    if functional.hyb != 0.0:
-        eri_k = g.transpose(0, 2, 1, 3).reshape(n * n, n * n)
+    packed = eri_packed(inputs.basis, inputs.positions)
+    n = s.shape[0]
+    eri_j = packed_to_pairs(packed, n)
+    eri_k = packed_to_exchange(packed, n) if functional.hyb != 0.0 else None
     if functional.name == "hf":
         ao = jnp.zeros((1, 0, n), dtype)
         weights = jnp.zeros((0,), dtype)
@@ -143,7 +142,8 @@ def veff(ham: Hamiltonian, dm, xc: str):
     """Two-electron potential (n, n) and its energy (Coulomb + exchange + XC) for ``dm``."""
     functional = get_functional(xc)
     n = dm.shape[0]
-    j = (ham.eri_j @ dm.reshape(-1)).reshape(n, n)
+    pi, pj, w = pair_arrays(n)
+    j = pairs_to_matrix(ham.eri_j @ (dm[pi, pj] * jnp.asarray(w, dm.dtype)), n)
     v = j
     e2 = 0.5 * jnp.sum(dm * j)
     if ham.eri_k is not None:

@@ -22,7 +22,7 @@ forces do not differentiate through the table lookup.
 from __future__ import annotations
 
 import math
-from functools import lru_cache, partial
+from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +34,7 @@ STEP = 1.0 / 16.0
 TAYLOR_TERMS = 8
 
 
-@lru_cache(maxsize=None)
+@cache
 def boys_table() -> np.ndarray:
     """(n_grid, MAX_ORDER + TAYLOR_TERMS + 1) values F_m(i * STEP), float64.
 

@@ -13,7 +13,7 @@ of a static size (``lax.map``) to bound memory. Per shell pair, the contraction
 coefficients, the Gaussian prefactor and the Cartesian-to-spherical transform are folded
 into the Hermite coefficients once; a quartet is then one batched contraction
 :math:`E^{ab} R E^{cd}` summed over primitive pairs. The dense tensor is rebuilt from the
-unique blocks by index arithmetic (``pairs.expand_quartets``).
+unique blocks through the s8-packed vector (``pairs.pack_quartets``).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from qmgen.integrals.one_electron import primitive_pairs
 from qmgen.integrals.pairs import (
     n_pairs,
     pack_quartets,
+    packed_destinations,
     packed_to_dense,
     pair_classes,
     quartet_classes,
@@ -137,6 +138,19 @@ def eri_blocks(basis: Basis, positions) -> dict:
 def eri_packed(basis: Basis, positions):
     """s8-packed ERI vector (see ``pairs.pack_quartets``) in the internal AO order."""
     return pack_quartets(eri_blocks(basis, positions), basis)
+
+
+def eri_energy(basis: Basis, positions, gamma_packed):
+    """Contraction sum_P (ERI)_P gamma_P over the s8-packed quartets, from the unique blocks.
+
+    ``gamma_packed`` (npacked,) carries its own multiplicities. Used for forces: the reverse
+    pass feeds each block its slice of gamma directly, with no scatter over the tensor.
+    """
+    blocks = eri_blocks(basis, positions)
+    values = jnp.concatenate([blocks[key].reshape(-1) for key in quartet_classes(basis)])
+    dest = packed_destinations(basis.kinds)
+    weights = jnp.take(gamma_packed, dest, mode="fill", fill_value=0.0)
+    return jnp.sum(values * weights)
 
 
 def eri(basis: Basis, positions):

@@ -21,26 +21,26 @@ class compiles to a fixed set of element-wise operations over arrays of any batc
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import jax.numpy as jnp
 import numpy as np
 
 
-@lru_cache(maxsize=None)
+@cache
 def cart_powers(l: int) -> np.ndarray:
     """(ncart, 3) Cartesian exponents (lx, ly, lz) of a shell in PySCF's order (xx, xy, ...)."""
     out = [(lx, ly, l - lx - ly) for lx in range(l, -1, -1) for ly in range(l - lx, -1, -1)]
     return np.asarray(out, dtype=np.int64)
 
 
-@lru_cache(maxsize=None)
+@cache
 def kind_powers(ls: tuple) -> np.ndarray:
     """Cartesian exponents of all components of a kind (angular momenta ``ls``, in order)."""
     return np.concatenate([cart_powers(l) for l in ls], axis=0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def kind_cart2sph(ls: tuple) -> np.ndarray:
     """Block-diagonal (ncart, nsph) Cartesian-to-spherical matrix of a kind."""
     blocks = [cart2sph(l) for l in ls]
@@ -52,22 +52,25 @@ def kind_cart2sph(ls: tuple) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def kind_cart_l(ls: tuple) -> np.ndarray:
     """Index into ``ls`` of each Cartesian component of a kind."""
     return np.concatenate([np.full((l + 1) * (l + 2) // 2, k) for k, l in enumerate(ls)])
 
 
-@lru_cache(maxsize=None)
+@cache
 def tuv_list(l: int) -> np.ndarray:
     """(ntuv, 3) Hermite indices (t, u, v) with t + u + v <= l, ordered by total then t, u."""
     out = [
-        (t, u, s - t - u) for s in range(l + 1) for t in range(s, -1, -1) for u in range(s - t, -1, -1)
+        (t, u, s - t - u)
+        for s in range(l + 1)
+        for t in range(s, -1, -1)
+        for u in range(s - t, -1, -1)
     ]
     return np.asarray(out, dtype=np.int64)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tuv_position(l: int) -> dict:
     return {tuple(int(x) for x in k): i for i, k in enumerate(tuv_list(l))}
 
@@ -141,7 +144,7 @@ def pair_hermite(lsa: tuple, lsb: tuple, ex: list, ey: list, ez: list):
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _r_recursion(l: int) -> tuple:
     """Static gather plan for one level of the R recursion, per target order ``l``.
 
@@ -197,7 +200,7 @@ def hermite_r(l: int, boys_vals, alpha, xpq, ypq, zpq):
     return r
 
 
-@lru_cache(maxsize=None)
+@cache
 def coulomb_index(lab: int, lcd: int) -> tuple[np.ndarray, np.ndarray]:
     """Static gather index and signs for :math:`(-1)^{\\tau+\\nu+\\phi} R_{t+\\tau, u+\\nu, v+\\phi}`.
 
@@ -214,7 +217,7 @@ def coulomb_index(lab: int, lcd: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, sign
 
 
-@lru_cache(maxsize=None)
+@cache
 def cart2sph(l: int) -> np.ndarray:
     """(ncart, nsph) PySCF's Cartesian-to-spherical matrix, including libcint's s/p factors."""
     from pyscf import gto

@@ -6,14 +6,15 @@ Shells are grouped into kinds (see ``qmgen.basis``). A *pair class* is a pair of
 bra >= ket when P == Q. Unique blocks are computed once per class (the 2-fold symmetry of
 one-electron integrals, the 8-fold symmetry of (ij|kl)); ``expand_pairs`` and
 ``pack_quartets`` scatters the unique ERIs once into the s8-packed vector, from which
-``packed_to_dense`` and ``packed_to_pairs`` gather full layouts by index arithmetic.
+``packed_to_pairs`` (Coulomb layout) and ``packed_to_exchange`` (exchange layout) gather
+full matrices by index arithmetic.
 
 Everything here depends only on the static kind counts.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from qmgen.basis import Basis
 
 
-@lru_cache(maxsize=None)
+@cache
 def pair_indices(nx: int, ny: int, same: bool) -> tuple[np.ndarray, np.ndarray]:
     """Shell indices (i, j) of a pair class: i >= j if ``same`` else the full product."""
     if same:
@@ -80,7 +81,7 @@ def expand_pairs(blocks: dict, basis: Basis):
     return jnp.concatenate(rows, axis=0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def quartet_indices(np_bra: int, np_ket: int, same: bool) -> tuple[np.ndarray, np.ndarray]:
     """Pair indices (bra, ket) of a quartet class: bra >= ket if ``same``, else all."""
     return pair_indices(np_bra, np_ket, same)
@@ -98,7 +99,7 @@ def n_pairs(basis: Basis, pc: tuple[int, int]) -> int:
     return cx * (cx + 1) // 2 if x == y else cx * cy
 
 
-@lru_cache(maxsize=None)
+@cache
 def packed_destinations(kinds: tuple) -> np.ndarray:
     """s8-packed position of every element of every quartet-class block, concatenated in
     ``quartet_classes`` order.
@@ -174,12 +175,37 @@ def packed_to_pairs(packed, n: int):
     return packed[_tri_index(p[:, None], p[None, :])]
 
 
-def pair_arrays(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """AO indices (i, j), i >= j, of each AO pair in pair-index order."""
+def packed_to_exchange(packed, n: int):
+    """(n*n, n*n) matrix A[(i, j), (k, l)] = (ik|jl), so that K = A @ vec(D)."""
+    itype = jnp.int32 if packed.size < 2**31 else jnp.int64
+    a = jnp.arange(n, dtype=itype)
+    ik = _tri_index(a[:, None, None, None], a[None, None, :, None])
+    jl = _tri_index(a[None, :, None, None], a[None, None, None, :])
+    return packed[_tri_index(ik, jl)].reshape(n * n, n * n)
+
+
+@cache
+def pair_arrays(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AO indices (i, j), i >= j, of each AO pair in pair-index order, and the pair
+    multiplicity w (2 for i != j, 1 for i == j)."""
     i, j = np.tril_indices(n)
-    return i, j
+    return i.astype(np.int32), j.astype(np.int32), np.where(i == j, 1.0, 2.0)
 
 
-def expand_quartets(blocks: dict, basis: Basis):
-    """Dense (n_ao,)*4 ERI tensor from unique quartet-class blocks (8-fold symmetry)."""
-    return packed_to_dense(pack_quartets(blocks, basis), basis.n_ao)
+def pairs_to_matrix(values, n: int):
+    """Symmetric (n, n) matrix from values over AO pairs i >= j."""
+    a = jnp.arange(n)
+    return values[_tri_index(a[:, None], a[None, :])]
+
+
+def pairs_to_packed(mat, n: int):
+    """Lower triangle of an (npair, npair) matrix in s8-packed order (p >= q), with the
+    multiplicity (2 for p != q) of each packed element folded in."""
+    npair = n * (n + 1) // 2
+    size = npair * (npair + 1) // 2
+    idx = jnp.arange(size, dtype=jnp.int64)
+    p = jnp.floor((jnp.sqrt(8.0 * idx.astype(jnp.float64) + 1.0) - 1.0) / 2.0).astype(jnp.int64)
+    p = jnp.where(p * (p + 1) // 2 > idx, p - 1, p)
+    p = jnp.where((p + 1) * (p + 2) // 2 <= idx, p + 1, p)
+    q = idx - p * (p + 1) // 2
+    return mat[p, q] * jnp.where(p == q, 1.0, 2.0).astype(mat.dtype)

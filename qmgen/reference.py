@@ -1,0 +1,72 @@
+"""PySCF reference calculations: the independent check used by tests, benchmarks and
+``qmgen validate``. Never on the compute path.
+
+``reference_labels`` runs PySCF's RKS (or RHF for ``xc="hf"``) with the same basis,
+functional variant and grid level as qmgen and returns a record with qmgen's label names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qmgen.molecule import Molecule
+from qmgen.xc import get_functional
+
+
+def pyscf_mol(mol: Molecule, basis: str = "sto-3g"):
+    """The PySCF ``gto.Mole`` of ``mol`` (Bohr, spherical AOs)."""
+    from pyscf import gto
+
+    atoms = [(s, tuple(p)) for s, p in zip(mol.symbols, mol.positions.tolist())]
+    return gto.M(
+        atom=atoms,
+        unit="Bohr",
+        basis=basis,
+        charge=mol.charge,
+        spin=mol.n_electrons % 2,
+        verbose=0,
+    )
+
+
+def pyscf_scf(mol: Molecule, basis="sto-3g", xc="b3lyp5", grid_level=0, conv_tol=1e-10):
+    """A converged PySCF RKS/RHF object at qmgen's level of theory."""
+    from pyscf import dft, scf
+
+    functional = get_functional(xc)
+    pm = pyscf_mol(mol, basis)
+    if functional.name == "hf":
+        mf = scf.RHF(pm)
+    else:
+        mf = dft.RKS(pm)
+        mf.xc = functional.pyscf_name
+        mf.grids.level = grid_level
+    mf.conv_tol = conv_tol
+    mf.kernel()
+    return mf
+
+
+def reference_labels(
+    mol: Molecule,
+    basis="sto-3g",
+    xc="b3lyp5",
+    grid_level=0,
+    forces=False,
+    conv_tol=1e-10,
+) -> dict:
+    """PySCF labels under qmgen's names: energy, homo, lumo, gap, mo_energy, dipole,
+    charges, forces (or None), converged, n_iter. Energies in Hartree, dipole in e*Bohr."""
+    mf = pyscf_scf(mol, basis, xc, grid_level, conv_tol)
+    n_occ = mol.n_electrons // 2
+    homo, lumo = mf.mo_energy[n_occ - 1], mf.mo_energy[n_occ]
+    return dict(
+        energy=float(mf.e_tot),
+        homo=float(homo),
+        lumo=float(lumo),
+        gap=float(lumo - homo),
+        mo_energy=np.asarray(mf.mo_energy),
+        dipole=np.asarray(mf.dip_moment(unit="au", verbose=0)),
+        charges=np.asarray(mf.mulliken_pop(verbose=0)[1]),
+        forces=-np.asarray(mf.nuc_grad_method().kernel()) if forces else None,
+        converged=bool(mf.converged),
+        n_iter=int(getattr(mf, "cycles", -1)),
+    )
