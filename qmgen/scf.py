@@ -101,8 +101,11 @@ def nuclear_repulsion(positions, charges):
     return 0.5 * jnp.sum(charges[:, None] * charges[None, :] * inv)
 
 
-def build_hamiltonian(inputs: SCFInputs, xc: str) -> Hamiltonian:
-    """Integrals, grid and AO values of one molecule in the dtype of ``inputs``."""
+def build_hamiltonian(inputs: SCFInputs, xc: str, packed=None) -> Hamiltonian:
+    """Integrals, grid and AO values of one molecule in the dtype of ``inputs``.
+
+    ``packed``: optional precomputed s8-packed ERIs (cast to the dtype of ``inputs``).
+    """
     functional = get_functional(xc)
     dtype = inputs.positions.dtype
     charges = inputs.z.astype(dtype)
@@ -110,7 +113,9 @@ def build_hamiltonian(inputs: SCFInputs, xc: str) -> Hamiltonian:
     pad = 1.0 - inputs.ao_mask
     s = one["overlap"] + jnp.diag(pad)
     h = one["kinetic"] + one["nuclear"] + jnp.diag(pad * PAD_ENERGY)
-    packed = eri_packed(inputs.basis, inputs.positions)
+    if packed is None:
+        packed = eri_packed(inputs.basis, inputs.positions)
+    packed = packed.astype(dtype)
     n = s.shape[0]
     eri_j = packed_to_pairs(packed, n)
     eri_k = packed_to_exchange(packed, n) if functional.hyb != 0.0 else None
