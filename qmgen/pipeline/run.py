@@ -1,0 +1,511 @@
+"""``qmgen generate``: input file -> dataset directory of checksummed HDF5 shards, with Dask.
+
+The driver (this module) plans (:mod:`qmgen.pipeline.plan`), submits one Dask task per
+shard (:func:`qmgen.pipeline.task.run_shard`) to a local cluster of worker processes or to
+an existing Dask scheduler, and commits each finished shard: it checks the staged file's
+SHA-256, renames it to ``shards/shard-NNNNNN.h5`` and appends the manifest line. Only
+then is a shard done. At the end it writes ``index.json``.
+
+Crash safety and resume: a rerun of the same command recomputes the (deterministic) plan,
+checks it against ``plan.json``, skips every shard whose manifest line and checksum match
+(:func:`~qmgen.pipeline.manifest.completed_shards`) and computes the rest. Files written
+by a worker that died, or by a task whose driver died, stay in the staging folder and are
+never mistaken for finished shards. A worker that dies is replaced and its task rerun by
+Dask; a shard that kills ``allowed_failures + 1`` workers in a row is stored as
+WORKER_DIED failure records so the run still ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+from qmgen.pipeline import manifest as mf
+from qmgen.pipeline.plan import (
+    CONFIG_NAME,
+    PLAN_NAME,
+    GenerateOptions,
+    Plan,
+    make_plan,
+    option_changes,
+    read_json,
+    sha256_of,
+)
+from qmgen.status import Status
+
+log = logging.getLogger("qmgen.pipeline")
+
+SOFTWARE = ("qmgen", "jax", "jaxlib", "numpy", "scipy", "pyscf", "rdkit", "h5py", "dask")
+SOFTWARE += ("distributed",)
+LEVEL_KEYS = ("xc", "basis", "grid_level", "precision", "forces", "conv_tol", "max_cycle")
+
+
+class DatasetExistsError(Exception):
+    """The output directory holds a different dataset (or other files)."""
+
+
+class PipelineError(Exception):
+    """Some shards could not be computed; rerunning the command retries them."""
+
+
+# ------------------------------------------------------------------ metadata
+def software_versions() -> dict:
+    """Versions of qmgen and the libraries that shape its labels."""
+    from importlib import metadata
+
+    out = {}
+    for name in SOFTWARE:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    import platform
+
+    out["python"] = platform.python_version()
+    return out
+
+
+def dataset_attrs(plan: Plan, input_path) -> dict:
+    """Root attributes of every shard: level of theory, units, config, provenance."""
+    opts = plan.options
+    attrs = {k: getattr(opts, k) for k in LEVEL_KEYS}
+    attrs.update(
+        units="energies hartree, lengths bohr, dipole e*bohr, forces hartree/bohr",
+        config=opts.to_dict(),
+        options_hash=plan.options_hash,
+        input=dict(path=str(input_path), sha256=plan.input_sha256),
+        software=software_versions(),
+        generator="qmgen generate",
+    )
+    return attrs
+
+
+# ------------------------------------------------------------------ directory
+def _dataset_files(root: Path) -> list[Path]:
+    names = (mf.INDEX_NAME, mf.MANIFEST_NAME, CONFIG_NAME, PLAN_NAME)
+    files = [root / n for n in names if (root / n).exists()]
+    shards = root / mf.SHARDS_DIR
+    if shards.is_dir():
+        files += sorted(shards.glob("shard-*.h5")) + sorted(shards.glob(".*.h5.tmp-*"))
+    return files
+
+
+def clear_dataset(root: Path) -> None:
+    """Delete the dataset files of ``root`` (index, manifest, config, plan, shards)."""
+    for path in _dataset_files(root):
+        path.unlink()
+    shutil.rmtree(root / mf.SHARDS_DIR / ".staging", ignore_errors=True)
+
+
+def prepare_directory(root: Path, config: dict, new: bool) -> bool:
+    """Check ``root`` against ``config``; returns True when resuming a dataset there.
+
+    Refuses (:class:`DatasetExistsError`) a directory made with other options or holding
+    other files, unless ``new`` (then qmgen's files there are deleted first).
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    old = read_json(root / CONFIG_NAME)
+    if new:
+        clear_dataset(root)
+        return False
+    if old is None:
+        if _dataset_files(root):
+            raise DatasetExistsError(
+                f"{root} holds dataset files but no {CONFIG_NAME} (not made by `qmgen generate`"
+                "?); choose another --out, or pass --new to delete them and start over"
+            )
+        if any(root.iterdir()):
+            raise DatasetExistsError(
+                f"{root} is not empty and is not a qmgen dataset; choose another --out"
+            )
+        return False
+    if old.get("options_hash") != config["options_hash"]:
+        changes = option_changes(old.get("options", {}), config["options"])
+        if old.get("input", {}).get("sha256") != config["input"]["sha256"]:
+            changes.insert(0, "the input file's content changed")
+        raise DatasetExistsError(
+            f"{root} holds a dataset made with different options:\n  "
+            + "\n  ".join(changes or ["(options hash differs)"])
+            + "\nRerun with the original options to resume it, choose another --out, or pass"
+            " --new to delete it and start a new dataset."
+        )
+    return True
+
+
+def _check_plan(root: Path, plan_doc: dict, resuming: bool) -> None:
+    stored = read_json(root / PLAN_NAME)
+    if resuming and stored is not None and stored.get("plan_hash") != plan_doc["plan_hash"]:
+        raise DatasetExistsError(
+            f"the shard plan of this input differs from {root / PLAN_NAME} although the "
+            "options match (another qmgen version?); pass --new to start over"
+        )
+
+
+# ------------------------------------------------------------------ commit
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class CommitError(Exception):
+    """A staged shard file is missing or does not match its checksum."""
+
+
+def commit(root: Path, info: dict) -> dict:
+    """Move a staged shard to its final name and append its manifest line; returns it."""
+    from qmgen.pipeline.shards import sha256_file
+
+    staged, final = Path(info["path"]), mf.shard_path(root, info["shard_id"])
+    if staged != final:
+        try:
+            digest = sha256_file(staged)
+        except FileNotFoundError as err:
+            raise CommitError(f"staged shard {staged} is missing") from err
+        if digest != info["sha256"]:
+            raise CommitError(f"staged shard {staged} does not match its SHA-256")
+        os.replace(staged, final)
+        _fsync_dir(final.parent)
+    entry = mf.manifest_entry(dict(info, path=str(final)), root)
+    for key in ("n_conformers", "n_items", "worker", "timing", "device"):
+        if key in info:
+            entry[key] = info[key]
+    mf.append_manifest(root, entry)
+    return entry
+
+
+def died_shard(root: Path, shard, attrs: dict, reason: str) -> dict:
+    """Write shard ``shard`` as WORKER_DIED failure records (one per input item)."""
+    from qmgen.pipeline.shards import write_shard
+
+    failures = [
+        dict(
+            molecule_index=it.molecule_index,
+            input=it.raw,
+            smiles=it.smiles,
+            status=int(Status.WORKER_DIED),
+            message=reason,
+        )
+        for it in shard.items
+    ]
+    attrs = dict(attrs, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device="none")
+    path = mf.shard_path(root, shard.shard_id)
+    info = write_shard(path, shard.shard_id, [], failures, attrs)
+    info.update(
+        n_conformers=0,
+        n_items=len(shard.items),
+        failure_status=[int(Status.WORKER_DIED)] * len(failures),
+    )
+    return info
+
+
+# ------------------------------------------------------------------ driver
+def generate(
+    input_path,
+    out_dir,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client=None,
+    new: bool = False,
+    progress: bool = True,
+    allowed_failures: int = 3,
+    task=None,
+    **options,
+) -> dict:
+    """Compute a dataset from ``input_path`` into ``out_dir``; resumes an unfinished one.
+
+    ``options``: :class:`~qmgen.pipeline.plan.GenerateOptions` fields (``xc``, ``basis``,
+    ``grid_level``, ``precision``, ``forces``, ``conformers``, ``shard_size``, ...).
+    Execution: ``workers`` local worker processes (default: one per GPU, else per core),
+    or ``scheduler`` (address of an existing Dask scheduler), or ``client`` (a connected
+    ``distributed.Client``, left open). ``new`` deletes a dataset already in ``out_dir``
+    instead of refusing changed options. ``allowed_failures``: worker deaths tolerated
+    per shard on a local cluster before its lines are stored as WORKER_DIED. ``task``:
+    the function run per shard (default :func:`qmgen.pipeline.task.run_shard`; tests
+    and instrumentation wrap it).
+
+    Returns a summary dict (out_dir, complete, counts, timings). Raises
+    :class:`DatasetExistsError` (changed options) or :class:`PipelineError` (shards that
+    failed for reasons other than their input; rerunning retries them).
+    """
+    t_start = time.perf_counter()
+    root = Path(out_dir)
+    opts = GenerateOptions(**options)
+    input_path = Path(input_path)
+    if not input_path.is_file():
+        raise FileNotFoundError(f"no such input file: {str(input_path)!r}")
+    input_sha = sha256_of(input_path)
+    config = dict(
+        options=opts.to_dict(),
+        options_hash=opts.digest(input_sha),
+        input=dict(path=str(input_path.resolve()), sha256=input_sha),
+    )
+    resuming = prepare_directory(root, config, new)
+    config.update(software=software_versions())
+    if resuming:
+        old = (read_json(root / CONFIG_NAME) or {}).get("software", {})
+        changed = option_changes(old, config["software"]) if old else []
+        if changed:
+            log.warning("resuming a dataset begun with other software: %s", "; ".join(changed))
+    else:  # first: a crash from here on leaves a resumable directory
+        mf.atomic_write_text(root / CONFIG_NAME, _dumps(config))
+    t0 = time.perf_counter()
+    plan = make_plan(input_path, opts, input_sha)
+    t_plan = time.perf_counter() - t0
+    plan_doc = plan.to_json()
+    _check_plan(root, plan_doc, resuming)
+    mf.atomic_write_text(root / PLAN_NAME, _dumps(plan_doc))
+    config.update(plan_hash=plan_doc["plan_hash"])
+    mf.atomic_write_text(root / CONFIG_NAME, _dumps(config))
+    (root / mf.SHARDS_DIR).mkdir(exist_ok=True)
+    from qmgen.pipeline.shards import remove_stale_tmp
+
+    remove_stale_tmp(root / mf.SHARDS_DIR)
+    plan_ids = {s.shard_id for s in plan.shards}
+    done = {k: v for k, v in mf.completed_shards(root).items() if k in plan_ids}
+    todo = [s for s in plan.shards if s.shard_id not in done]
+    log.info(
+        "plan: %d input records (%d valid, %d failed validation) -> %d shards of <= %d "
+        "conformers, %d planned conformers; %.2f s%s",
+        plan.n_records,
+        plan.n_valid,
+        plan.n_records - plan.n_valid,
+        len(plan.shards),
+        plan.shard_size,
+        plan.n_planned,
+        t_plan,
+        f"; resuming: {len(done)} shards already done" if resuming else "",
+    )
+    attrs = dataset_attrs(plan, input_path.resolve())
+    run = _Run(root, plan, attrs, done, progress, task)
+    if todo:
+        with ExitStack() as stack:
+            client = _client(stack, client, scheduler, workers, allowed_failures)
+            run.execute(client, todo)
+    return run.finish(t_start, t_plan)
+
+
+def _dumps(doc) -> str:
+    import json
+
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def _client(stack: ExitStack, client, scheduler, workers, allowed_failures):
+    from qmgen.pipeline import cluster
+
+    if client is not None:
+        return client
+    if scheduler:
+        return stack.enter_context(cluster.connect(scheduler))
+    local, client = cluster.local_cluster(workers, allowed_failures)
+    stack.enter_context(local)
+    return stack.enter_context(client)
+
+
+class _Run:
+    """State of one driver run: submission window, commits, progress, totals."""
+
+    def __init__(self, root: Path, plan: Plan, attrs: dict, done: dict, progress: bool, task):
+        from qmgen.pipeline.task import run_shard
+
+        self.root, self.plan, self.attrs = root, plan, attrs
+        self.task = task or run_shard
+        self.done = dict(done)  # shard_id -> manifest entry
+        self.by_id = {s.shard_id: s for s in plan.shards}
+        self.errors: dict[int, str] = {}
+        self.timing = Counter()
+        self.failures = Counter()
+        self.rows = self.computed = self.n_conformers = 0
+        self.devices = set()
+        self.progress = progress
+        self.bar = None
+
+    # -------------------------------------------------------------- execution
+    def execute(self, client, todo) -> None:
+        from distributed import as_completed
+
+        from qmgen.pipeline import cluster
+
+        # largest estimated cost first, so the last shards to finish are small ones
+        queue = sorted(todo, key=lambda s: (-s.cost, s.shard_id))
+        self.bar = self._bar()
+        ac = as_completed()
+        inflight: dict = {}
+        tag = self.plan.options_hash[:10]
+
+        def submit(shard, attempt=0):
+            key = f"qmgen-shard-{tag}-{shard.shard_id:06d}" + (f"-{attempt}" if attempt else "")
+            payload = dict(
+                shard_id=shard.shard_id,
+                items=shard.items,
+                options=self.plan.options,
+                root=str(self.root.resolve()),
+                attrs=self.attrs,
+            )
+            fut = client.submit(self.task, payload, key=key, pure=False)
+            inflight[fut.key] = (shard, attempt)
+            ac.add(fut)
+
+        def refill():
+            window = max(4, 2 * cluster.n_workers(client))
+            while queue and len(inflight) < window:
+                submit(queue.pop(0))
+
+        refill()
+        try:
+            for fut in ac:
+                shard, attempt = inflight.pop(fut.key)
+                retry = self._handle(fut, shard, attempt)
+                fut.release()
+                if retry:
+                    submit(shard, attempt + 1)
+                refill()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+
+    def _handle(self, fut, shard, attempt: int) -> bool:
+        """Commit a finished future; returns True when the shard should be resubmitted."""
+        from distributed import KilledWorker
+
+        try:
+            info = fut.result()
+        except KilledWorker as err:
+            reason = (
+                f"the worker computing this shard died {err.args[2] + 1} times in a row "
+                "(killed, out of memory, or a crash in native code); its lines were not computed"
+            )
+            log.error("shard %d: %s; storing WORKER_DIED records", shard.shard_id, reason)
+            info = died_shard(self.root, shard, self.attrs, reason)
+        except Exception as err:  # noqa: BLE001 - reported, the other shards go on
+            self.errors[shard.shard_id] = f"{type(err).__name__}: {err}"
+            log.error("shard %d failed: %s: %s", shard.shard_id, type(err).__name__, err)
+            return False
+        try:
+            entry = commit(self.root, info)
+        except CommitError as err:
+            if attempt < 2:
+                log.warning("shard %d: %s; computing it again", shard.shard_id, err)
+                return True
+            self.errors[shard.shard_id] = str(err)
+            return False
+        self._record(shard, info, entry)
+        return False
+
+    def _record(self, shard, info: dict, entry: dict) -> None:
+        self.done[shard.shard_id] = entry
+        self.computed += 1
+        self.rows += info["n_rows"]
+        self.n_conformers += info.get("n_conformers", 0)
+        self.failures.update(Status(s).label for s in info.get("failure_status", []))
+        t = info.get("timing", {})
+        self.timing.update(t)
+        if info.get("device"):
+            self.devices.add(info["device"])
+        log.info(
+            "shard %d done (%d/%d): %d rows, %d failures; conformers %.2f s (%.2f s not "
+            "overlapped), compute %.2f s (after %.2f s waiting for the device), write %.3f s; %s",
+            shard.shard_id,
+            len(self.done),
+            len(self.plan.shards),
+            info["n_rows"],
+            info["n_failures"],
+            t.get("conformers", 0.0),
+            t.get("wait", 0.0),
+            t.get("compute", 0.0),
+            t.get("device_wait", 0.0),
+            t.get("write", 0.0),
+            info.get("worker", "driver"),
+        )
+        if self.bar is not None:
+            self.bar.set_postfix(
+                shards=f"{len(self.done)}/{len(self.plan.shards)}",
+                failed=sum(self.failures.values()),
+                refresh=False,
+            )
+            self.bar.update(shard.n_conformers)
+
+    def _bar(self):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        initial = sum(self.by_id[k].n_conformers for k in self.done)
+        return tqdm(
+            total=self.plan.n_planned,
+            initial=initial,
+            unit="conf",
+            desc="qmgen generate",
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+
+    # -------------------------------------------------------------- the end
+    def finish(self, t_start: float, t_plan: float) -> dict:
+        """Write index.json when every shard is done; log and return the summary."""
+        missing = [s.shard_id for s in self.plan.shards if s.shard_id not in self.done]
+        wall = time.perf_counter() - t_start
+        summary = dict(
+            out_dir=str(self.root),
+            complete=not missing,
+            n_shards=len(self.plan.shards),
+            n_shards_computed=self.computed,
+            n_shards_skipped=len(self.done) - self.computed,
+            n_input_records=self.plan.n_records,
+            n_rows_computed=self.rows,
+            n_conformers_computed=self.n_conformers,
+            failures_computed=dict(self.failures),
+            wall_s=round(wall, 3),
+            plan_s=round(t_plan, 3),
+            timing_s={k: round(v, 3) for k, v in self.timing.items()},
+            errors=dict(self.errors),
+        )
+        summary["conformers_per_s"] = round(self.n_conformers / wall, 3) if wall else 0.0
+        if self.computed:
+            t = self.timing
+            log.info(
+                "time: wall %.1f s (plan %.1f s); summed over shards: conformers %.1f s (%.1f s "
+                "not overlapped), compute %.1f s, write %.2f s; %d conformers computed, %.2f/s",
+                wall,
+                t_plan,
+                t["conformers"],
+                t["wait"],
+                t["compute"],
+                t["write"],
+                self.n_conformers,
+                summary["conformers_per_s"],
+            )
+        if missing:
+            summary["missing_shards"] = missing
+            raise PipelineError(
+                f"{len(missing)} of {len(self.plan.shards)} shards are not done "
+                f"({'; '.join(f'shard {k}: {v}' for k, v in sorted(self.errors.items())[:5])}); "
+                "finished shards are kept: rerun the same command to retry the others"
+            )
+        attrs = dict(self.attrs, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        attrs.update(devices=sorted(self.devices | _old_devices(self.done)))
+        entries = [self.done[s.shard_id] for s in self.plan.shards]
+        index = mf.write_index(self.root, attrs, entries)
+        shutil.rmtree(self.root / mf.SHARDS_DIR / ".staging", ignore_errors=True)
+        summary.update(n_rows=index["n_rows"], n_failures=index["n_failures"])
+        log.info(
+            "dataset %s: %d conformers, %d failure records in %d shards",
+            self.root,
+            index["n_rows"],
+            index["n_failures"],
+            len(entries),
+        )
+        return summary
+
+
+def _old_devices(done: dict) -> set:
+    return {e["device"] for e in done.values() if e.get("device")}

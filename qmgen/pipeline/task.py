@@ -1,0 +1,273 @@
+"""One Dask task = one whole shard: conformers, labels, an atomically written HDF5 file.
+
+:func:`run_shard` runs in a worker process. It rebuilds the shard's valid input records
+from their text (seeded conformers, so identical in any process and on any rerun), calls
+:func:`qmgen.compute` on them chunk by chunk, turns every input record into stored rows
+or failure records, and writes the shard with :func:`~qmgen.pipeline.shards.write_shard`
+into the dataset's staging folder. The driver then checks the file, renames it to its
+final name and appends the manifest line (only the driver touches the manifest).
+
+Keeping the device busy: the compute call holds a per-process device lock
+(:data:`DEVICE_LOCK`), and on a GPU host each worker runs two shard tasks at once (two
+Dask threads, see :mod:`qmgen.pipeline.cluster`): while one shard computes on the device,
+the other makes its conformers on the CPU and then waits for the lock, so the device
+idles only for the lock hand-over. Each shard is still one compute call on the same
+molecules, so labels and compiled programs do not depend on timing. Very large shards can
+also be split into compute chunks (``chunk_size``); the next chunk's conformers are then
+made by a background thread while one computes. Chunk boundaries depend only on the plan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from qmgen.status import Status
+
+log = logging.getLogger("qmgen.pipeline")
+
+STAGING_DIR = ".staging"  # under DIR/shards/: files a worker wrote, not yet committed
+STORED = (Status.OK, Status.NOT_CONVERGED)  # compute statuses kept as rows
+DEVICE_LOCK = threading.Lock()  # one compute call at a time per worker process
+
+
+def staging_path(root, shard_id: int) -> Path:
+    """A fresh, unique staging file name for shard ``shard_id`` (never reused)."""
+    token = uuid.uuid4().hex[:12]
+    return Path(root) / "shards" / STAGING_DIR / f"shard-{int(shard_id):06d}-{token}.h5"
+
+
+# ------------------------------------------------------------------ input records
+def rebuild_record(item, chem_options):
+    """The :class:`~qmgen.chem.InputRecord` of a plan item, with conformers.
+
+    Never raises: an unexpected error becomes a failure record naming it.
+    """
+    from qmgen.chem.records import failure
+
+    try:
+        record = _rebuild(item, chem_options)
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - recorded as this line's failure
+        return failure(
+            item.molecule_index,
+            Status.EMBED_FAILED,
+            f"making conformers raised {type(err).__name__}: {err}",
+            item.raw,
+            smiles=item.smiles,
+            name=item.name,
+            format=item.format,
+        )
+    return dataclasses.replace(record, molecule_index=item.molecule_index)
+
+
+def _rebuild(item, chem_options):
+    if item.format == "smiles":
+        from qmgen.chem.readers import split_smiles_line
+        from qmgen.chem.smiles import smiles_record
+
+        smiles, name = split_smiles_line(item.raw)
+        return smiles_record(smiles, name, item.molecule_index, item.raw, chem_options)
+    if item.format == "xyz":
+        from qmgen.chem.readers import iter_xyz
+
+        records = list(iter_xyz(item.raw, chem_options))
+    else:
+        from qmgen.chem.readers import iter_sdf
+
+        with tempfile.TemporaryDirectory(prefix="qmgen-sdf-") as tmp:
+            path = Path(tmp) / "block.sdf"
+            path.write_text(item.raw, encoding="utf-8", errors="surrogateescape")
+            records = list(iter_sdf(path, chem_options))
+    if len(records) != 1:
+        raise ValueError(f"input text of record {item.molecule_index} gave {len(records)} records")
+    return records[0]
+
+
+def chunks(items, conformers: int, chunk_size: int) -> list[list]:
+    """Split items into consecutive chunks of at most ``chunk_size`` planned conformers
+    (one chunk when ``chunk_size`` is 0)."""
+    if not chunk_size:
+        return [list(items)] if items else []
+    out, current, load = [], [], 0
+    for it in items:
+        weight = conformers if it.ok else 0
+        if current and load + weight > chunk_size:
+            out.append(current)
+            current, load = [], 0
+        current.append(it)
+        load += weight
+    if current:
+        out.append(current)
+    return out
+
+
+def _producer(parts, chem_options, out: queue.Queue, timing: dict) -> None:
+    """Background thread: records (with conformers) of each chunk, in order."""
+    try:
+        for part in parts:
+            t0 = time.perf_counter()
+            records = [rebuild_record(it, chem_options) if it.ok else None for it in part]
+            timing["conformers"] += time.perf_counter() - t0
+            out.put((part, records))
+    except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises
+        out.put(err)
+
+
+# ------------------------------------------------------------------ rows / failures
+def _failure(item, status, message, record=None) -> dict:
+    return dict(
+        molecule_index=item.molecule_index,
+        input=item.raw,
+        smiles=(record.smiles if record is not None else "") or item.smiles,
+        status=int(status),
+        message=message,
+    )
+
+
+def _row(record, j: int, mol, res: dict) -> dict:
+    return dict(
+        z=mol.z,
+        positions=mol.positions,
+        energy=res["energy"],
+        homo=res["homo"],
+        lumo=res["lumo"],
+        gap=res["gap"],
+        scf_error=res["scf_error"],
+        mo_energy=res["mo_energy"],
+        dipole=res["dipole"],
+        charges=res["charges"],
+        forces=res["forces"],
+        converged=res["converged"],
+        n_iter=res["n_iter"],
+        status=int(res["status"]),
+        molecule_index=record.molecule_index,
+        conformer_index=j,
+        smiles=record.smiles,
+        name=record.name,
+    )
+
+
+def outcome(item, record, results) -> tuple[list[dict], list[dict]]:
+    """Rows and failure records of one input item given its record and compute results."""
+    if not item.ok:
+        return [], [_failure(item, item.status, item.message)]
+    if not record.ok:
+        return [], [_failure(item, record.status, record.message, record)]
+    if not record.conformers:
+        return [], [_failure(item, Status.EMBED_FAILED, "no conformer was made", record)]
+    rows, failures = [], []
+    for j, (mol, res) in enumerate(zip(record.conformers, results, strict=True)):
+        if int(res["status"]) in STORED:
+            rows.append(_row(record, j, mol, res))
+        else:
+            message = res.get("message") or Status(int(res["status"])).label
+            failures.append(_failure(item, res["status"], f"conformer {j}: {message}", record))
+    return rows, failures
+
+
+def _compute(molecules, options, timing: dict) -> list[dict]:
+    """qmgen.compute on one chunk, holding the device lock; an exception becomes
+    COMPUTE_ERROR records."""
+    from qmgen.engine import compute
+
+    if not molecules:
+        return []
+    try:
+        t0 = time.perf_counter()
+        with DEVICE_LOCK:
+            t1 = time.perf_counter()
+            timing["device_wait"] += t1 - t0
+            out = compute(molecules, **options.compute_kwargs())
+            timing["compute"] += time.perf_counter() - t1
+        return out
+    except MemoryError:
+        raise
+    except Exception as err:  # noqa: BLE001 - compute should not raise; never sink a shard
+        log.exception("compute raised on a chunk of %d conformers", len(molecules))
+        message = f"compute raised {type(err).__name__}: {err}"
+        return [dict(status=int(Status.COMPUTE_ERROR), message=message)] * len(molecules)
+
+
+# ------------------------------------------------------------------ the task
+def run_shard(task: dict) -> dict:
+    """Compute and write one shard; returns the write info plus timings and counts.
+
+    ``task``: shard_id, items (PlanItem list), options (GenerateOptions), root (dataset
+    directory), attrs (root attributes of the shard).
+    """
+    t_start = time.perf_counter()
+    options = task["options"]
+    chem = options.chem_options()
+    timing = dict(conformers=0.0, compute=0.0, write=0.0, wait=0.0, device_wait=0.0)
+    parts = chunks(task["items"], options.conformers, options.chunk_size)
+    q: queue.Queue = queue.Queue(maxsize=1)
+    producer = threading.Thread(
+        target=_producer, args=(parts, chem, q, timing), name="qmgen-conformers", daemon=True
+    )
+    producer.start()
+    rows, failures, n_conf = [], [], 0
+    for _ in parts:
+        t0 = time.perf_counter()
+        got = q.get()
+        timing["wait"] += time.perf_counter() - t0
+        if isinstance(got, BaseException):
+            raise got
+        part, records = got
+        molecules = [m for r in records if r is not None and r.ok for m in r.conformers]
+        n_conf += len(molecules)
+        results = iter(_compute(molecules, options, timing))
+        for item, record in zip(part, records, strict=True):
+            n = len(record.conformers) if record is not None and record.ok else 0
+            r, f = outcome(item, record, [next(results) for _ in range(n)])
+            rows += r
+            failures += f
+    producer.join()
+    rows.sort(key=lambda r: (r["molecule_index"], r["conformer_index"]))
+    failures.sort(key=lambda f: f["molecule_index"])
+    t0 = time.perf_counter()
+    info = write_staged(task["root"], task["shard_id"], rows, failures, task["attrs"])
+    timing["write"] = time.perf_counter() - t0
+    timing["total"] = time.perf_counter() - t_start
+    info.update(
+        timing={k: round(v, 4) for k, v in timing.items()},
+        n_conformers=n_conf,
+        n_items=len(task["items"]),
+        worker=_worker_name(),
+        device=device_kind(),
+        failure_status=[int(f["status"]) for f in failures],
+    )
+    return info
+
+
+def write_staged(root, shard_id: int, rows, failures, attrs) -> dict:
+    """Write a shard under a unique staging name (see :func:`staging_path`)."""
+    from qmgen.pipeline.shards import write_shard
+
+    attrs = dict(attrs, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=device_kind())
+    return write_shard(staging_path(root, shard_id), shard_id, rows, failures, attrs)
+
+
+def device_kind() -> str:
+    """What computes here, e.g. "cpu" or "gpu:NVIDIA H100 80GB HBM3"."""
+    import jax
+
+    dev = jax.devices()[0]
+    return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"pid {os.getpid()}"
