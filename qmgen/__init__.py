@@ -8,6 +8,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from qmgen.integrals.api import integrals  # noqa: E402  (the function shadows the subpackage)
 from qmgen.molecule import Molecule, MoleculeError  # noqa: E402
 
 __version__ = "0.1.0"
@@ -20,10 +21,6 @@ def __getattr__(name):
         from qmgen.engine import compute
 
         return compute
-    if name == "integrals":
-        from qmgen.integrals.api import integrals
-
-        return integrals
     if name == "open_dataset":
         from qmgen.dataset import open_dataset
 

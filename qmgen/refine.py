@@ -29,12 +29,12 @@ from qmgen.integrals.one_electron import one_electron
 from qmgen.integrals.pairs import packed_to_exchange, packed_to_pairs
 from qmgen.numint import ao_values
 from qmgen.scf import (
-    PAD_ENERGY,
     Hamiltonian,
     SCFInputs,
     _diagonalize,
     _orthogonalizer,
     nuclear_repulsion,
+    pad_core,
     veff,
 )
 from qmgen.xc import get_functional
@@ -65,7 +65,7 @@ def refine_float64(
     n = inp.ao_mask.shape[0]
     pad = 1.0 - inp.ao_mask
     s = one["overlap"] + jnp.diag(pad)
-    h = one["kinetic"] + one["nuclear"] + jnp.diag(pad * PAD_ENERGY)
+    h = pad_core(one["kinetic"] + one["nuclear"], inp.ao_mask)
     if functional.name == "hf":
         ao, weights = ham32.ao.astype(jnp.float64), ham32.weights.astype(jnp.float64)
     else:
