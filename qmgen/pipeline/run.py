@@ -355,7 +355,14 @@ class _Run:
             inflight[fut.key] = (shard, attempt)
             ac.add(fut)
 
+        isolated: list = []  # shards whose worker died, retried alone before they are blamed
+
         def refill():
+            if isolated:  # drain the cluster, then run the suspect with nothing beside it
+                if not inflight:
+                    shard, attempt = isolated.pop(0)
+                    submit(shard, attempt)
+                return
             window = max(4, 2 * cluster.n_workers(client))
             while queue and len(inflight) < window:
                 submit(queue.pop(0))
@@ -366,20 +373,27 @@ class _Run:
                 shard, attempt = inflight.pop(fut.key)
                 retry = self._handle(fut, shard, attempt)
                 fut.release()
-                if retry:
+                if retry == "isolate":
+                    isolated.append((shard, attempt + 1))
+                elif retry:
                     submit(shard, attempt + 1)
                 refill()
         finally:
             if self.bar is not None:
                 self.bar.close()
 
-    def _handle(self, fut, shard, attempt: int) -> bool:
-        """Commit a finished future; returns True when the shard should be resubmitted."""
+    def _handle(self, fut, shard, attempt: int) -> bool | str:
+        """Commit a finished future; returns True when the shard should be resubmitted,
+        "isolate" when its worker died while other shards shared it (a shard queued on a
+        worker that another shard crashed is charged with that death too)."""
         from distributed import KilledWorker
 
         try:
             info = fut.result()
         except KilledWorker as err:
+            if attempt == 0:
+                log.warning("shard %d: its worker died; retrying it alone", shard.shard_id)
+                return "isolate"
             reason = (
                 f"the worker computing this shard died {err.args[2] + 1} times in a row "
                 "(killed, out of memory, or a crash in native code); its lines were not computed"
