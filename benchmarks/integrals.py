@@ -17,9 +17,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import OUT, conformers, machine, median_time, table
 
 import qmgen  # noqa: F401  (float64)
-from common import OUT, conformers, machine, median_time, table
 from qmgen.basis import build_basis
 from qmgen.integrals.eri import eri_packed
 from qmgen.reference import pyscf_mol
@@ -46,15 +46,57 @@ def main():
         # accuracy on the dense tensor (PySCF order)
         from qmgen.integrals.pairs import packed_to_dense
 
-        dense = layout.to_pyscf_order(np.asarray(packed_to_dense(compiled(b, pos), b.n_ao)), (0, 1, 2, 3))
+        dense = layout.to_pyscf_order(
+            np.asarray(packed_to_dense(compiled(b, pos), b.n_ao)), (0, 1, 2, 3)
+        )
         err = float(np.max(np.abs(dense - pm.intor("int2e"))))
-        rows.append([mol.name, mol.n_atoms, layout.n_ao, t_compile, t_jax, t_pyscf, t_jax / t_pyscf, err])
-        records.append(dict(zip(["name", "atoms", "nao", "compile_s", "jax_s", "pyscf_s", "ratio", "max_err"], rows[-1], strict=True)))
-        print(table(["molecule", "atoms", "AOs", "compile s", "qmgen ERI s", "PySCF s8 s", "ratio", "max |err|"], rows[-1:]).splitlines()[-1], flush=True)
+        rows.append(
+            [mol.name, mol.n_atoms, layout.n_ao, t_compile, t_jax, t_pyscf, t_jax / t_pyscf, err]
+        )
+        records.append(
+            dict(
+                zip(
+                    ["name", "atoms", "nao", "compile_s", "jax_s", "pyscf_s", "ratio", "max_err"],
+                    rows[-1],
+                    strict=True,
+                )
+            )
+        )
+        print(
+            table(
+                [
+                    "molecule",
+                    "atoms",
+                    "AOs",
+                    "compile s",
+                    "qmgen ERI s",
+                    "PySCF s8 s",
+                    "ratio",
+                    "max |err|",
+                ],
+                rows[-1:],
+            ).splitlines()[-1],
+            flush=True,
+        )
     print()
-    print(table(["molecule", "atoms", "AOs", "compile s", "qmgen ERI s", "PySCF int2e s8 s", "qmgen/PySCF", "max abs err"], rows))
+    print(
+        table(
+            [
+                "molecule",
+                "atoms",
+                "AOs",
+                "compile s",
+                "qmgen ERI s",
+                "PySCF int2e s8 s",
+                "qmgen/PySCF",
+                "max abs err",
+            ],
+            rows,
+        )
+    )
     ratio = np.median([r[6] for r in rows])
-    print(f"\nmedian time ratio qmgen/PySCF: {ratio:.2f}; median compile {np.median([r[3] for r in rows]):.1f} s")
+    compile_s = np.median([r[3] for r in rows])
+    print(f"\nmedian time ratio qmgen/PySCF: {ratio:.2f}; median compile {compile_s:.1f} s")
     if jax.devices()[0].platform != "cpu":
         records.append(dict(gpu=gpu_batches(conformers(1)[0], args.basis)))
     OUT.mkdir(exist_ok=True)

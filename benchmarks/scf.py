@@ -7,7 +7,9 @@ the ratio, the one-time compile time, and max |dE| and |dgap| against PySCF in m
 Then a throughput-vs-batch-size sweep (molecules padded into one bucket) and a plot.
 
 Usage: python benchmarks/scf.py [--n 10] [--batch-sizes 1,2,4] [--sweep-precision float64]
-On a GPU use e.g. --batch-sizes 1,16,64,128,256,512,1024 (conformers are replicated with
+On a GPU host without RDKit/PySCF references: make the inputs here with
+``--save-inputs DIR`` (XYZ conformers + PySCF labels), then run there with
+``--inputs DIR --batch-size 64 --batch-sizes 16,128,256`` (conformers are replicated with
 small geometry jitter to fill large batches).
 """
 
@@ -18,9 +20,9 @@ import json
 import time
 
 import numpy as np
+from common import OUT, conformers, machine, table
 
 import qmgen
-from common import OUT, conformers, machine, table
 from qmgen.units import HARTREE_TO_EV
 
 MEV = HARTREE_TO_EV * 1000.0
@@ -54,10 +56,37 @@ def run_qmgen(mols, precision, **kw):
     return out, t_steady, t_first - t_steady
 
 
+def save_inputs(path, mols, ref, rate):
+    """Conformers as multi-frame XYZ plus PySCF labels, for hosts without RDKit/PySCF."""
+    from pathlib import Path
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "conformers.xyz").write_text("".join(m.to_xyz(m.name) for m in mols))
+    (path / "pyscf.json").write_text(json.dumps(dict(labels=ref, conf_per_s=rate), default=float))
+
+
+def load_inputs(path):
+    from pathlib import Path
+
+    from qmgen import Molecule
+
+    path = Path(path)
+    lines = (path / "conformers.xyz").read_text().splitlines()
+    mols, i = [], 0
+    while i < len(lines) and lines[i].strip():
+        n = int(lines[i])
+        mols.append(Molecule.from_xyz("\n".join(lines[i : i + n + 2])))
+        i += n + 2
+    data = json.loads((path / "pyscf.json").read_text())
+    return mols, data["labels"], data["conf_per_s"]
+
+
 def jitter(mols, n, seed=0):
+    """``n`` conformers: the originals first, then copies moved by ~0.01 Bohr."""
     rng = np.random.default_rng(seed)
-    out = []
-    for k in range(n):
+    out = list(mols[:n])
+    for k in range(len(out), n):
         m = mols[k % len(mols)]
         out.append(type(m)(m.z, m.positions + rng.normal(0, 0.01, m.positions.shape), m.charge))
     return out
@@ -69,39 +98,81 @@ def main():
     ap.add_argument("--batch-sizes", default="1,2,4")
     ap.add_argument("--sweep-precision", default="float64")
     ap.add_argument("--skip-pyscf", action="store_true")
+    ap.add_argument("--batch-size", type=int, default=None, help="for the main table")
+    ap.add_argument("--save-inputs", default=None, help="write conformers + PySCF labels")
+    ap.add_argument("--inputs", default=None, help="read conformers + PySCF labels")
+    ap.add_argument("--precisions", default="float64,float32", help="main table; '' skips it")
     args = ap.parse_args()
     print(machine(), flush=True)
-    mols = conformers(args.n)
-    results = {"machine": machine(), "n": len(mols)}
-    if not args.skip_pyscf:
-        ref, t_ref = run_pyscf(mols)
-        results["pyscf"] = dict(conf_per_s=len(mols) / t_ref)
-        print(f"PySCF: {len(mols) / t_ref:.3f} conformers/s", flush=True)
+    results = {"machine": machine()}
+    if args.inputs:
+        mols, ref, pyscf_rate = load_inputs(args.inputs)
+        results["pyscf"] = dict(conf_per_s=pyscf_rate, note="measured on the CPU host")
+    else:
+        mols = conformers(args.n)
+        if not args.skip_pyscf:
+            ref, t_ref = run_pyscf(mols)
+            results["pyscf"] = dict(conf_per_s=len(mols) / t_ref)
+            print(f"PySCF: {len(mols) / t_ref:.3f} conformers/s", flush=True)
+            if args.save_inputs:
+                save_inputs(args.save_inputs, mols, ref, len(mols) / t_ref)
+    results["n"] = len(mols)
+    have_ref = "pyscf" in results
     rows = []
-    for precision in ("float64", "float32"):
-        out, t, t_compile = run_qmgen(mols, precision)
+    for precision in [p for p in args.precisions.split(",") if p]:
+        out, t, t_compile = run_qmgen(mols, precision, batch_size=args.batch_size)
         rate = len(mols) / t
         row = [precision, rate, t_compile]
-        if not args.skip_pyscf:
+        if have_ref:
             de = max(abs(a["energy"] - b["energy"]) for a, b in zip(out, ref, strict=True)) * MEV
             dg = max(abs(a["gap"] - b["gap"]) for a, b in zip(out, ref, strict=True)) * MEV
             row += [results["pyscf"]["conf_per_s"], rate / results["pyscf"]["conf_per_s"], de, dg]
         rows.append(row)
-        results[precision] = dict(zip(["precision", "conf_per_s", "compile_s", "pyscf_conf_per_s", "ratio", "max_dE_meV", "max_dgap_meV"], row, strict=False))
+        results[precision] = dict(
+            zip(
+                [
+                    "precision",
+                    "conf_per_s",
+                    "compile_s",
+                    "pyscf_conf_per_s",
+                    "ratio",
+                    "max_dE_meV",
+                    "max_dgap_meV",
+                ],
+                row,
+                strict=False,
+            )
+        )
         print(rows[-1], flush=True)
     header = ["qmgen precision", "qmgen conf/s", "compile s (all buckets)"]
-    if not args.skip_pyscf:
+    if have_ref:
         header += ["PySCF conf/s", "qmgen/PySCF", "max |dE| meV", "max |dgap| meV"]
-    print(table(header, rows))
+    if rows:
+        print(table(header, rows))
 
     # throughput against batch size: all molecules padded into one bucket
     sweep = []
-    for bs in [int(b) for b in args.batch_sizes.split(",")]:
+    for bs in [int(b) for b in args.batch_sizes.split(",") if b]:
         batch = jitter(mols, max(bs * 2, len(mols)))
-        _, t, t_c = run_qmgen(batch, args.sweep_precision, batch_size=bs, min_bucket_size=len(batch))
-        sweep.append([bs, len(batch) / t, t_c])
-        print(f"batch {bs}: {len(batch) / t:.2f} conformers/s (compile {t_c:.1f} s)", flush=True)
-    print(table(["batch size", "conformers/s", "compile s"], sweep))
+        out, t, t_c = run_qmgen(
+            batch, args.sweep_precision, batch_size=bs, min_bucket_size=len(batch)
+        )
+        row = [bs, len(batch) / t, t_c]
+        if have_ref:  # the first len(mols) entries are the unperturbed conformers
+            pairs = list(zip(out[: len(mols)], ref, strict=True))
+            row += [
+                max(abs(a["energy"] - b["energy"]) for a, b in pairs) * MEV,
+                max(abs(a["gap"] - b["gap"]) for a, b in pairs) * MEV,
+            ]
+        sweep.append(row)
+        print(f"batch {bs}: {row}", flush=True)
+        results["batch_sweep"] = sweep
+        OUT.mkdir(exist_ok=True)
+        (OUT / "scf.json").write_text(json.dumps(results, indent=1, default=float))
+    sweep_header = ["batch size", f"conformers/s ({args.sweep_precision})", "compile s"]
+    if have_ref:
+        sweep_header += ["max |dE| meV", "max |dgap| meV"]
+    print(table(sweep_header, sweep))
     results["batch_sweep"] = sweep
     OUT.mkdir(exist_ok=True)
     (OUT / "scf.json").write_text(json.dumps(results, indent=1, default=float))

@@ -16,9 +16,9 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import OUT, conformers, machine, median_time, table
 
 import qmgen  # noqa: F401
-from common import OUT, conformers, machine, median_time, table
 from qmgen.basis import build_basis
 from qmgen.grid import build_grid, place_grid
 from qmgen.numint import ao_values
@@ -76,20 +76,48 @@ def main():
             jax.block_until_ready(rks_fn(*args64))
             t_rks = median_time(lambda: jax.block_until_ready(rks_fn(*args64)))
             e64, n64, v64 = rks_fn(*args64)
-            to32 = lambda t: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if x.dtype == jnp.float64 else x, t)
+            to32 = lambda t: jax.tree_util.tree_map(
+                lambda x: x.astype(jnp.float32) if x.dtype == jnp.float64 else x, t
+            )
             e32, n32, v32 = rks_fn(*to32(args64))
             rows.append(
-                [mol.name, level, int(g.weights.size), t_grid, t_grid_ref, t_grid / t_grid_ref,
-                 t_rks, t_rks_ref, t_rks / t_rks_ref, abs(float(e64) - e_ref),
-                 abs(float(n32) - float(n64)), abs(float(e32) - float(e64)),
-                 float(jnp.max(jnp.abs(v32.astype(jnp.float64) - v64)))]
+                [
+                    mol.name,
+                    level,
+                    int(g.weights.size),
+                    t_grid,
+                    t_grid_ref,
+                    t_grid / t_grid_ref,
+                    t_rks,
+                    t_rks_ref,
+                    t_rks / t_rks_ref,
+                    abs(float(e64) - e_ref),
+                    abs(float(n32) - float(n64)),
+                    abs(float(e32) - float(e64)),
+                    float(jnp.max(jnp.abs(v32.astype(jnp.float64) - v64))),
+                ]
             )
             print(rows[-1], flush=True)
-    header = ["molecule", "level", "points", "grid s", "PySCF grid s", "ratio", "nr_rks s",
-              "PySCF nr_rks s", "ratio", "|dExc| f64 vs PySCF", "|dN| f32", "|dExc| f32 Ha", "max|dVxc| f32"]
+    header = [
+        "molecule",
+        "level",
+        "points",
+        "grid s",
+        "PySCF grid s",
+        "ratio",
+        "nr_rks s",
+        "PySCF nr_rks s",
+        "ratio",
+        "|dExc| f64 vs PySCF",
+        "|dN| f32",
+        "|dExc| f32 Ha",
+        "max|dVxc| f32",
+    ]
     print(table(header, rows))
     OUT.mkdir(exist_ok=True)
-    (OUT / "xc.json").write_text(json.dumps(dict(machine=machine(), header=header, rows=rows), indent=1, default=float))
+    (OUT / "xc.json").write_text(
+        json.dumps(dict(machine=machine(), header=header, rows=rows), indent=1, default=float)
+    )
 
 
 if __name__ == "__main__":

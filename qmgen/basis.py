@@ -56,7 +56,7 @@ class ShellKind:
     count: int
 
     @property
-    def l(self) -> int:
+    def l(self) -> int:  # noqa: E743 - the physicist's name for angular momentum
         return max(self.ls)
 
     @property
@@ -261,7 +261,8 @@ def build_basis(
         at = np.full((count, kind.nsph), -1, np.int64)
         for s, (atom, exps, coefs, offs) in enumerate(shells):
             c[s], e[s, : exps.size], k[s, : exps.size] = atom, exps, coefs
-            idx[s] = np.concatenate([o + np.arange(2 * l + 1) for o, l in zip(offs, ls)])
+            blocks = [o + np.arange(2 * l + 1) for o, l in zip(offs, ls, strict=True)]
+            idx[s] = np.concatenate(blocks)
             at[s] = atom
         kinds.append(kind)
         centers.append(c)

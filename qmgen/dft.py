@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ from qmgen.scf import xc_energy
 from qmgen.xc import get_functional
 
 
-@lru_cache(maxsize=None)
+@cache
 def _program(xc: str, deriv: int):
     def run(basis, positions, z, grid, dm):
         coords, weights = place_grid(grid, positions, z)

@@ -145,8 +145,11 @@ def _batched(settings: Settings, bucket: Bucket):
     """The jitted, vmapped kernel for one bucket and setting (jax.jit caches per batch size)."""
 
     def run(batch):
+        from qmgen.integrals.eri import vmap_width
+
         TRACE_COUNT[(bucket, settings)] = TRACE_COUNT.get((bucket, settings), 0) + 1
-        return jax.vmap(lambda inp: _labels_kernel(inp, settings))(batch)
+        with vmap_width(batch.n_occ.shape[0]):
+            return jax.vmap(lambda inp: _labels_kernel(inp, settings))(batch)
 
     return jax.jit(run)
 
@@ -242,7 +245,8 @@ def compute(
         if mol.n_electrons % 2:
             results[i] = _failure(
                 Status.ODD_ELECTRONS,
-                f"{mol.n_electrons} electrons: closed-shell (restricted) methods need an even count",
+                f"{mol.n_electrons} electrons: closed-shell (restricted) methods need an "
+                "even count",
             )
             continue
         if mol.n_electrons <= 0:

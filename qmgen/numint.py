@@ -58,7 +58,7 @@ def ao_values(basis: Basis, positions, coords, deriv: int = 1):
         lidx = kind_cart_l(kind.ls)
         px = [_powers(d[..., ax], kind.l) for ax in range(3)]
 
-        def mono(p):
+        def mono(p, px=px):
             return px[0][p[0]] * px[1][p[1]] * px[2][p[2]]
 
         vals = [jnp.stack([mono(p) * r0[..., lidx[c]] for c, p in enumerate(powers)], -1)]

@@ -17,7 +17,7 @@ def pyscf_mol(mol: Molecule, basis: str = "sto-3g"):
     """The PySCF ``gto.Mole`` of ``mol`` (Bohr, spherical AOs)."""
     from pyscf import gto
 
-    atoms = [(s, tuple(p)) for s, p in zip(mol.symbols, mol.positions.tolist())]
+    atoms = [(s, tuple(p)) for s, p in zip(mol.symbols, mol.positions.tolist(), strict=True)]
     return gto.M(
         atom=atoms,
         unit="Bohr",

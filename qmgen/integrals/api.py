@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +25,7 @@ def check_precision(precision: str):
 TRACE_COUNT = {"integrals": 0}  # Python-side trace counter (tests check it)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _program():
     def run(basis, positions, charges):
         TRACE_COUNT["integrals"] += 1

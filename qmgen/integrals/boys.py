@@ -81,7 +81,7 @@ def _boys_impl(m_max: int, t: jax.Array) -> list:
     high = [0.5 * jnp.sqrt(math.pi / tl)]
     for m in range(m_max):
         high.append(((2 * m + 1) * high[-1] - e) * inv2t)
-    return [jnp.where(big, h, lo) for lo, h in zip(low, high)]
+    return [jnp.where(big, h, lo) for lo, h in zip(low, high, strict=True)]
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))

@@ -18,6 +18,7 @@ unique blocks through the s8-packed vector (``pairs.pack_quartets``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import jax
@@ -38,7 +39,30 @@ from qmgen.integrals.pairs import (
     quartet_indices,
 )
 
-CHUNK_ELEMENTS = 1 << 21
+# primitive-quartet work items per lax.map chunk of a class: bounds memory; accelerators
+# want larger kernels than the CPU, whose caches favour smaller ones
+CHUNK_ELEMENTS_CPU = 1 << 21
+CHUNK_ELEMENTS_ACCELERATOR = 1 << 24
+_VMAP_WIDTH = [1]  # molecules per vmapped call while tracing (see ``vmap_width``)
+
+
+@contextlib.contextmanager
+def vmap_width(n: int):
+    """Trace ERI kernels for ``n`` molecules per vmapped call: each ``lax.map`` chunk then
+    holds 1/n of the chunk budget per molecule, so the memory of a batched call stays
+    bounded (set by ``qmgen.engine`` around tracing its batched program)."""
+    _VMAP_WIDTH.append(max(1, int(n)))
+    try:
+        yield
+    finally:
+        _VMAP_WIDTH.pop()
+
+
+def _chunk_budget() -> int:
+    cpu = jax.default_backend() == "cpu"
+    return CHUNK_ELEMENTS_CPU if cpu else CHUNK_ELEMENTS_ACCELERATOR
+
+
 _PREF = 2.0 * math.pi**2.5
 
 
@@ -107,7 +131,7 @@ def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int):
     nq = ib.size
     nprim = bra_all["p"].shape[1] * ket_all["p"].shape[1]
     width = nprim * max(1, bra_all["E"].shape[-1] * ket_all["E"].shape[-1])
-    chunk = int(max(1, min(nq, CHUNK_ELEMENTS // width)))
+    chunk = int(max(1, min(nq, _chunk_budget() // (width * _VMAP_WIDTH[-1]))))
     nchunk = -(-nq // chunk)
 
     def body(idx):

@@ -202,7 +202,8 @@ def hermite_r(l: int, boys_vals, alpha, xpq, ypq, zpq):
 
 @cache
 def coulomb_index(lab: int, lcd: int) -> tuple[np.ndarray, np.ndarray]:
-    """Static gather index and signs for :math:`(-1)^{\\tau+\\nu+\\phi} R_{t+\\tau, u+\\nu, v+\\phi}`.
+    """Static gather index and signs of
+    :math:`(-1)^{\\tau+\\nu+\\phi} R_{t+\\tau, u+\\nu, v+\\phi}`.
 
     Returns (index (ntuv(lab), ntuv(lcd)) into ``tuv_list(lab + lcd)``, sign of same shape).
     """

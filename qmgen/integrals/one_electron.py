@@ -9,7 +9,8 @@ Overlap, kinetic energy, dipole (origin 0) and nuclear attraction, McMurchie–D
    \quad M^x_{ij} = (E^{ij}_1 + P_x E^{ij}_0)\sqrt{\pi/p},
 
 and the nuclear attraction is
-:math:`V_{ab} = -\sum_C Z_C \frac{2\pi}{p} \sum_{tuv} E^{ab}_{tuv} R_{tuv}(p, \mathbf{P}-\mathbf{C})`.
+:math:`V_{ab} = -\sum_C Z_C \frac{2\pi}{p} \sum_{tuv} E^{ab}_{tuv}
+R_{tuv}(p, \mathbf{P}-\mathbf{C})`.
 
 All functions take a ``Basis`` and ``positions`` (natom, 3) in Bohr as arrays and return
 matrices in the internal AO order (see ``qmgen.basis``); results match PySCF's
