@@ -7,10 +7,6 @@ os.environ.setdefault(
 )
 
 import pytest  # noqa: E402
-
-import qmgen  # noqa: E402  (enables float64 in JAX before any test imports jax.numpy)
-from qmgen import Molecule  # noqa: E402
-
 from molecules import (  # noqa: E402
     AMMONIA,
     AMMONIUM,
@@ -20,6 +16,8 @@ from molecules import (  # noqa: E402
     SCF_LARGE,
     WATER,
 )
+
+from qmgen import Molecule  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,12 @@
 """Grids (Becke weights in JAX) and qmgen.dft.nr_rks against PySCF's Grids and NumInt."""
 
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from molecules import NINE_HEAVY, WATER
 
 import qmgen
 from qmgen import Molecule
@@ -13,12 +14,10 @@ from qmgen.grid import GridError, build_grid, place_grid
 from qmgen.reference import pyscf_mol
 from qmgen.xc import get_functional
 
-from molecules import NINE_HEAVY, WATER
-
 XCS = ["lda", "pbe", "b3lyp", "b3lyp5"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def molecule(name):
     if name == "water":
         return Molecule.from_xyz(WATER)
@@ -27,7 +26,7 @@ def molecule(name):
     return smiles_to_molecules(NINE_HEAVY, seed=0)[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def pyscf_grid(name, level):
     from pyscf import dft
     from pyscf.dft import gen_grid
@@ -65,7 +64,7 @@ def test_padded_grid_points_have_zero_weight(water):
     assert float(w.sum()) == pytest.approx(pyscf_grid("water", 0)[1].sum(), rel=1e-12)
 
 
-@lru_cache(maxsize=None)
+@cache
 def density(name):
     from pyscf import scf
 

@@ -7,12 +7,13 @@ structure costs 20-60 s of XLA compile on a 2-core CPU, or a lot of memory): the
 the float32 runs of those two bases.
 """
 
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from molecules import AMMONIA, FORMALDEHYDE, WATER
 
 import qmgen
 from qmgen import Molecule, MoleculeError
@@ -22,8 +23,6 @@ from qmgen.integrals import api
 from qmgen.integrals.eri import eri
 from qmgen.integrals.one_electron import one_electron
 from qmgen.reference import pyscf_mol
-
-from molecules import AMMONIA, FORMALDEHYDE, WATER
 
 SMALL = [WATER, AMMONIA, FORMALDEHYDE]
 BASES = ["sto-3g", "6-31g*", "def2-svp"]
@@ -39,7 +38,7 @@ def common_structure(mols, basis):
     return bucket.structure
 
 
-@lru_cache(maxsize=None)
+@cache
 def small_results(basis, precision):
     mols = [Molecule.from_xyz(x) for x in SMALL]
     structure = common_structure(mols, basis)

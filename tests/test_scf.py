@@ -5,10 +5,11 @@ charges 1e-4, forces 1e-5 Ha/Bohr (PySCF's nuc_grad_method, no grid response).
 Molecules are grouped so that one compiled program serves several of them.
 """
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
+from molecules import AMMONIUM, METHANE, SCF_LARGE, WATER
 
 import qmgen
 from qmgen import Molecule
@@ -17,12 +18,10 @@ from qmgen.reference import reference_labels
 from qmgen.status import Status
 from qmgen.units import HARTREE_TO_EV
 
-from molecules import AMMONIUM, METHANE, SCF_LARGE, WATER
-
 TOL = dict(energy=1e-6, homo=1e-5, lumo=1e-5, dipole=1e-4, charges=1e-4, forces=1e-5)
 
 
-@lru_cache(maxsize=None)
+@cache
 def mols(name):
     if name == "small":
         return (
@@ -38,7 +37,7 @@ def mols(name):
 TRACES: dict = {}  # traces added by each cached run
 
 
-@lru_cache(maxsize=None)
+@cache
 def run(name, **kw):
     before = dict(TRACE_COUNT)
     out = qmgen.compute(list(mols(name)), **kw)
@@ -48,7 +47,7 @@ def run(name, **kw):
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def ref(name, k, **kw):
     return reference_labels(mols(name)[k], **kw)
 
