@@ -147,3 +147,14 @@ def test_readme_training_example_runs(dataset, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "final batch MSE" in res.stdout
+
+
+def test_input_without_molecules_warns_and_gives_an_empty_dataset(tmp_path, capsys):
+    src = tmp_path / "comments.smi"
+    src.write_text("# only a comment\nsmiles name\n\n")
+    args = ["generate", str(src), "--out", str(tmp_path / "ds"), "--workers", "1"]
+    assert cli([*args, "--no-progress", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert f"no molecules in {src}" in captured.err
+    assert "ds[0]" not in captured.out  # the load hint must not index an empty dataset
+    assert len(qmgen.open_dataset(tmp_path / "ds")) == 0

@@ -132,13 +132,16 @@ def run_generate(args: argparse.Namespace) -> int:
         return 1
     out = summary["out_dir"]
     failed = summary["n_failures"]
+    first = ", ds[0]['energy']" if summary["n_rows"] else ""
+    if not summary.get("n_input_records", 1):
+        print(f"qmgen generate: warning: no molecules in {args.input}", file=sys.stderr)
     print(
         f"\nDataset ready: {out}\n"
         f"  {summary['n_rows']} conformers, {failed} failure records, "
         f"{summary['n_shards']} shards ({summary['n_shards_skipped']} reused from an earlier "
         f"run), {summary['wall_s']:.1f} s\n"
         f"  Load it:  python -c \"import qmgen; ds = qmgen.open_dataset('{out}'); "
-        f"print(len(ds), ds[0]['energy'])\"\n"
+        f'print(len(ds){first})"\n'
         f"  Inspect:  qmgen info {out}   Check:  qmgen verify {out}   "
         f"Validate:  qmgen validate {out} --sample 8"
     )
