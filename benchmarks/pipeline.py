@@ -202,8 +202,9 @@ def report(r: dict) -> None:
     print()
     conf, wait, comp = t.get("conformers", 0), t.get("wait", 0), t.get("compute", 0)
     print(
-        f"inside the pipeline (summed over shards): conformers {conf:.1f} s ({wait:.1f} s not "
-        f"overlapped with compute), compute {comp:.1f} s, HDF5 write {t.get('write', 0):.2f} s; "
+        f"inside the pipeline (summed over shards): conformers {conf:.1f} s (a shard's compute "
+        f"waited {wait:.1f} s for them), compute {comp:.1f} s, device lock waits "
+        f"{t.get('device_wait', 0):.1f} s, HDF5 write {t.get('write', 0):.2f} s; "
         f"planning {e2e['plan_s']:.1f} s; compute-only busy time {base['busy_s']:.1f} s"
     )
 

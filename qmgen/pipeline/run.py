@@ -426,8 +426,9 @@ class _Run:
         if info.get("device"):
             self.devices.add(info["device"])
         log.info(
-            "shard %d done (%d/%d): %d rows, %d failures; conformers %.2f s (%.2f s not "
-            "overlapped), compute %.2f s (after %.2f s waiting for the device), write %.3f s; %s",
+            "shard %d done (%d/%d): %d rows, %d failures; conformers %.2f s (compute "
+            "waited %.2f s for them), compute %.2f s (after %.2f s waiting for the device), "
+            "write %.3f s; %s",
             shard.shard_id,
             len(self.done),
             len(self.plan.shards),
@@ -487,8 +488,9 @@ class _Run:
         if self.computed:
             t = self.timing
             log.info(
-                "time: wall %.1f s (plan %.1f s); summed over shards: conformers %.1f s (%.1f s "
-                "not overlapped), compute %.1f s, write %.2f s; %d conformers computed, %.2f/s",
+                "time: wall %.1f s (plan %.1f s); summed over shards: conformers %.1f s "
+                "(compute waited %.1f s for them), compute %.1f s, write %.2f s; "
+                "%d conformers computed, %.2f/s",
                 wall,
                 t_plan,
                 t["conformers"],
