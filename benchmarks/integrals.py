@@ -24,6 +24,17 @@ from qmgen.basis import build_basis
 from qmgen.integrals.eri import eri_packed
 from qmgen.reference import pyscf_mol
 
+HEADER = [
+    "molecule",
+    "atoms",
+    "AOs",
+    "compile s",
+    "qmgen ERI s",
+    "PySCF int2e s8 s",
+    "qmgen/PySCF",
+    "max abs err",
+]
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -63,37 +74,11 @@ def main():
             )
         )
         print(
-            table(
-                [
-                    "molecule",
-                    "atoms",
-                    "AOs",
-                    "compile s",
-                    "qmgen ERI s",
-                    "PySCF s8 s",
-                    "ratio",
-                    "max |err|",
-                ],
-                rows[-1:],
-            ).splitlines()[-1],
+            table(HEADER, rows[-1:]).splitlines()[-1],
             flush=True,
         )
     print()
-    print(
-        table(
-            [
-                "molecule",
-                "atoms",
-                "AOs",
-                "compile s",
-                "qmgen ERI s",
-                "PySCF int2e s8 s",
-                "qmgen/PySCF",
-                "max abs err",
-            ],
-            rows,
-        )
-    )
+    print(table(HEADER, rows))
     ratio = np.median([r[6] for r in rows])
     compile_s = np.median([r[3] for r in rows])
     print(f"\nmedian time ratio qmgen/PySCF: {ratio:.2f}; median compile {compile_s:.1f} s")

@@ -26,31 +26,14 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from common import machine
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import jax
-
-    dev = jax.devices()[0]
-    return (
-        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}); "
-        f"JAX {jax.__version__} on {dev.platform} ({getattr(dev, 'device_kind', '')})"
-    )
 
 
 def _init_worker() -> None:

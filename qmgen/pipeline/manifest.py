@@ -65,7 +65,8 @@ def manifest_entry(info: dict, root) -> dict:
     return entry
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory, so a rename or a new file in it survives a crash."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -86,7 +87,7 @@ def atomic_write_text(path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def append_manifest(root, entry: dict) -> None:
@@ -117,7 +118,7 @@ def append_manifest(root, entry: dict) -> None:
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
     if created:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def read_manifest(root) -> list[dict]:

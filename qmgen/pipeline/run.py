@@ -147,14 +147,6 @@ def _check_plan(root: Path, plan_doc: dict, resuming: bool) -> None:
 
 
 # ------------------------------------------------------------------ commit
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class CommitError(Exception):
     """A staged shard file is missing or does not match its checksum."""
 
@@ -172,7 +164,7 @@ def commit(root: Path, info: dict) -> dict:
         if digest != info["sha256"]:
             raise CommitError(f"staged shard {staged} does not match its SHA-256")
         os.replace(staged, final)
-        _fsync_dir(final.parent)
+        mf.fsync_dir(final.parent)
     entry = mf.manifest_entry(dict(info, path=str(final)), root)
     for key in ("n_conformers", "n_items", "worker", "timing", "device"):
         if key in info:
