@@ -27,6 +27,7 @@ import numpy as np
 from qmgen.basis import BasisError
 from qmgen.batching import Bucket, BucketPolicy, bucket_of, coarsen, prepare, stack
 from qmgen.grid import check_level
+from qmgen.linalg import METHODS as EIGENSOLVERS
 from qmgen.molecule import Molecule, MoleculeError
 from qmgen.status import Status
 from qmgen.xc import get_functional
@@ -63,9 +64,25 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     return path
 
 
+# Matrix products in every compiled program. "highest" keeps float32 products in full
+# FP32 on GPUs: JAX's default precision lets cuBLAS use TF32, which rounds the inputs of
+# a product to 10 mantissa bits (relative 5e-4, against 6e-8 for FP32). benchmarks/gpu.py
+# measures what TF32 would do to the labels.
+MATMUL_PRECISION = "highest"
+
+# Under vmap a while_loop runs as long as its slowest member. On an accelerator (batch
+# > 1) the first pass stops at this many SCF cycles; molecules not converged by then leave
+# their batch and continue together from their last density (``compute(cycle_budget=)``)
+DEFAULT_CYCLE_BUDGET = 16
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    """Static settings of one compiled program (hashable)."""
+    """Static settings of one compiled program (hashable).
+
+    ``max_cycle`` is the hard cap; the cycles a call may run are a traced argument of the
+    program (see ``_labels_kernel``), so a first pass and a straggler pass share it.
+    """
 
     xc: str
     conv_tol: float
@@ -75,13 +92,19 @@ class Settings:
     precision: str
     forces: bool
     diis_space: int = 8
+    eigensolver: str = "auto"
 
 
-def _labels_kernel(inputs, settings: Settings):
-    """Labels of one molecule (pure; vmapped by ``_batched``)."""
+def _labels_kernel(inputs, cycles, settings: Settings):
+    """Labels of one molecule (pure; vmapped by ``_batched``).
+
+    ``cycles``: () int, the SCF cycles this call may run (at most ``settings.max_cycle``).
+    float32 mode builds the Hamiltonian once in float64 (integrals, grid, AO values, J/K
+    layouts), iterates on a float32 copy of it and finishes on the float64 original.
+    """
     from qmgen import properties, refine
     from qmgen.integrals.eri import eri_packed
-    from qmgen.scf import SCFOptions, build_hamiltonian, run_scf
+    from qmgen.scf import SCFOptions, build_hamiltonian, cast_hamiltonian, run_scf
 
     opts = SCFOptions(
         xc=settings.xc,
@@ -90,39 +113,36 @@ def _labels_kernel(inputs, settings: Settings):
         diis_space=settings.diis_space,
         level_shift=settings.level_shift,
         damping=settings.damping,
+        eigensolver=settings.eigensolver,
     )
-    packed64 = None
-    if settings.precision == "float32":
-        # ERIs once in float64 (see qmgen.refine), iterations in float32
+    f32 = settings.precision == "float32"
+    if f32:
         opts = dataclasses.replace(
             opts,
             conv_tol=max(opts.conv_tol, F32_CONV_TOL),
             conv_tol_grad=max(opts.tol_grad, F32_CONV_TOL_GRAD),
         )
         inp64 = refine._to64(inputs)
-        packed64 = eri_packed(inp64.basis, inp64.positions)
-    ham = build_hamiltonian(inputs, settings.xc, packed64)
-    res = run_scf(inputs, opts, ham)
+        packed = eri_packed(inp64.basis, inp64.positions)
+        ham64 = build_hamiltonian(inp64, settings.xc, packed)
+        ham = cast_hamiltonian(ham64, inputs.positions.dtype, packed)
+    else:
+        ham = build_hamiltonian(inputs, settings.xc)
+    res = run_scf(inputs, opts, ham, max_cycle=cycles)
     out = dict(
         converged=res["converged"],
+        scf_converged=res["converged"],
         n_iter=res["n_iter"],
         scf_error=res["scf_error"].astype(jnp.float64),
+        dm_scf=res["dm"],
     )
-    if settings.precision == "float32":
-        # QM1B's approach: iterate in float32, re-evaluate energy and orbitals in float64
-        fine = refine.refine_float64(
-            inputs, ham, packed64, res["mo_coeff"], res["mo_occ"], settings.xc
-        )
+    if f32:
+        fine = refine.refine_float64(inp64, ham64, res["mo_coeff"], res["mo_occ"], settings.xc)
         # |g| after the float64 cycles; they must not have made it worse
         out["scf_error"] = fine["scf_error"]
         out["converged"] = res["converged"] & (fine["scf_error"] <= F32_CONV_TOL_GRAD)
-        e_tot, mo_energy, dm, s, dip = (
-            fine["e_tot"],
-            fine["mo_energy"],
-            fine["dm"],
-            fine["s"],
-            fine["dipole"],
-        )
+        e_tot, mo_energy, dm = fine["e_tot"], fine["mo_energy"], fine["dm"]
+        s, dip = ham64.s, ham64.dipole
     else:
         e_tot, mo_energy, dm, s, dip = res["e_tot"], res["mo_energy"], res["dm"], ham.s, ham.dipole
     homo, lumo, gap = properties.frontier(mo_energy, inputs.n_occ)
@@ -139,7 +159,7 @@ def _labels_kernel(inputs, settings: Settings):
     if settings.forces:
         # from the final orbitals (in float32 mode the float64-refined ones, cast back)
         mo_e, mo_c = mo_energy, res["mo_coeff"]
-        if settings.precision == "float32":
+        if f32:
             mo_e = fine["mo_energy"].astype(inputs.positions.dtype)
             mo_c = fine["mo_coeff"].astype(inputs.positions.dtype)
         f = properties.forces(inputs, mo_e, mo_c, res["mo_occ"], settings.xc)
@@ -153,14 +173,48 @@ def _labels_kernel(inputs, settings: Settings):
 def _batched(settings: Settings, bucket: Bucket):
     """The jitted, vmapped kernel for one bucket and setting (jax.jit caches per batch size)."""
 
-    def run(batch):
+    def run(batch, cycles):
         from qmgen.integrals.eri import vmap_width
 
         TRACE_COUNT[(bucket, settings)] = TRACE_COUNT.get((bucket, settings), 0) + 1
-        with vmap_width(batch.n_occ.shape[0]):
-            return jax.vmap(lambda inp: _labels_kernel(inp, settings))(batch)
+        # full-precision float32 products: no TF32 on GPUs (MATMUL_PRECISION)
+        with vmap_width(batch.n_occ.shape[0]), jax.default_matmul_precision(MATMUL_PRECISION):
+            return jax.vmap(lambda inp, c: _labels_kernel(inp, c, settings))(batch, cycles)
 
     return jax.jit(run)
+
+
+def batch_ladder(size: int) -> tuple[int, ...]:
+    """Batch sizes a bucket may compile, largest first: ``size``, size/4, size/16, ... (>= 1).
+
+    A few rungs bound both the number of compiled programs (log4 of the batch size) and
+    the padding of the last, partial batch (see ``split_batches``).
+    """
+    rungs, r = [], max(1, int(size))
+    while r >= 1:
+        rungs.append(r)
+        r //= 4
+    return tuple(rungs)
+
+
+def split_batches(n: int, size: int) -> list[tuple[int, int]]:
+    """Split ``n`` molecules into calls of ladder sizes: [(n_real, batch_size), ...].
+
+    Full batches of ``size`` first, then the largest rungs that the rest fills; only the
+    last call is padded, to the smallest rung that holds it, so padding never exceeds
+    3/4 of one small rung (never a whole batch of copies).
+    """
+    rungs = batch_ladder(size)
+    out, left = [], int(n)
+    while left > 0:
+        fit = [r for r in rungs if r <= left]
+        if fit:
+            out.append((fit[0], fit[0]))
+            left -= fit[0]
+        else:
+            out.append((left, min(r for r in rungs if r >= left)))
+            left = 0
+    return out
 
 
 def default_batch_size(bucket: Bucket, settings: Settings) -> int:
@@ -171,9 +225,10 @@ def default_batch_size(bucket: Bucket, settings: Settings) -> int:
         return 1
     n = bucket.n_ao
     npair = n * (n + 1) // 2
-    width = 8 if settings.precision == "float64" else 4
+    # float32 mode holds the float64 Hamiltonian and its float32 copy
+    width = 8 if settings.precision == "float64" else 12
     hyb = get_functional(settings.xc).hyb != 0.0
-    per_mol = width * (3 * npair * npair + (2 * n**4 if hyb else 0) + 6 * bucket.n_points * n)
+    per_mol = width * (2 * npair * npair + (n**4 if hyb else 0) + 5 * bucket.n_points * n)
     try:
         total = dev.memory_stats()["bytes_limit"]
     except Exception:  # noqa: BLE001 - not every backend reports memory
@@ -209,6 +264,8 @@ def compute(
     policy: BucketPolicy | None = None,
     min_bucket_size: int = 1,
     progress: bool | Callable[[int, int], None] = False,
+    cycle_budget: int | None = None,
+    eigensolver: str = "auto",
 ) -> list[dict]:
     """Kohn–Sham (or Hartree–Fock for ``xc="hf"``) labels of many molecules.
 
@@ -224,6 +281,12 @@ def compute(
       min_bucket_size: merge shape buckets with fewer molecules into larger ones (fewer
         compiles, more padding); 1 keeps every bucket.
       progress: True for a progress bar, or a callable ``(n_done, n_total)``.
+      cycle_budget: SCF cycles of the first pass when several molecules share a call
+        (default ``DEFAULT_CYCLE_BUDGET``); molecules not converged by then continue in
+        a second pass, batched together, from their last density, up to ``max_cycle``
+        cycles in all. Ignored at batch size 1.
+      eigensolver: "auto" (LAPACK on CPU, batched Jacobi on accelerators), "lapack" or
+        "jacobi" (``qmgen.linalg.eigh``).
 
     Returns:
       One dict per input molecule, in input order, with ``energy``, ``homo``, ``lumo``,
@@ -232,6 +295,8 @@ def compute(
       ``scf_error``, ``status`` (``qmgen.status.Status`` value) and ``message``.
     """
     _check_options(xc, basis, grid_level, precision)
+    if eigensolver not in EIGENSOLVERS:
+        raise ValueError(f"unknown eigensolver {eigensolver!r}; valid: {', '.join(EIGENSOLVERS)}")
     enable_compilation_cache()
     policy = policy or BucketPolicy()
     settings = Settings(
@@ -242,6 +307,7 @@ def compute(
         damping=float(damping),
         precision=precision,
         forces=bool(forces),
+        eigensolver=eigensolver,
     )
     results: list[dict | None] = [None] * len(molecules)
     buckets: dict[Bucket, list[int]] = {}
@@ -275,40 +341,81 @@ def compute(
     for bucket, members in buckets.items():
         size = batch_size or default_batch_size(bucket, settings)
         fn = _batched(settings, bucket)
+        budget = settings.max_cycle
+        if size > 1:
+            budget = min(budget, int(cycle_budget or DEFAULT_CYCLE_BUDGET))
+        prepared = {}
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
-            prepared = [prepare(molecules[i], bucket, grid_level, dtype) for i in chunk]
-            items = [p[0] for p in prepared]
-            items += [items[0]] * (size - len(items))  # fixed batch shape: pad with copies
-            try:
-                out = jax.device_get(fn(stack(items)))
-            except Exception as err:  # noqa: BLE001 - a failed batch must not sink the run
-                for i in chunk:
-                    results[i] = _failure(Status.COMPUTE_ERROR, f"{type(err).__name__}: {err}")
-            else:
-                for k, i in enumerate(chunk):
-                    results[i] = _unpack(out, k, molecules[i], prepared[k][1], settings)
+            prepared.update((i, prepare(molecules[i], bucket, grid_level, dtype)) for i in chunk)
+            passes = _run_batches(fn, chunk, prepared, size, budget)
+            stragglers = [
+                i
+                for i in chunk
+                if i in passes
+                and not passes[i]["scf_converged"][()]
+                and int(passes[i]["n_iter"]) >= budget
+                and budget < settings.max_cycle
+            ]
+            if stragglers:
+                # continue from the last density with the cycles left, batched together
+                for i in stragglers:
+                    inp, layout = prepared[i]
+                    dm = np.asarray(passes[i]["dm_scf"], dtype)
+                    prepared[i] = (dataclasses.replace(inp, dm0=dm), layout)
+                more = _run_batches(fn, stragglers, prepared, size, settings.max_cycle - budget)
+                for i, rec in more.items():
+                    rec["n_iter"] = rec["n_iter"] + budget
+                    passes[i] = rec
+            for i in chunk:
+                if i in passes:
+                    results[i] = _unpack(passes[i], molecules[i], prepared[i][1], settings)
+                else:
+                    results[i] = passes.get(("error", i))
+                prepared.pop(i, None)
             done += len(chunk)
             report(done)
     report(None)
     return results
 
 
-def _unpack(out: dict, k: int, mol: Molecule, layout, settings: Settings) -> dict:
-    """Record of molecule k of a batch, trimmed to its own atoms and orbitals."""
+def _run_batches(fn, indices, prepared, size: int, cycles: int) -> dict:
+    """Run molecules ``indices`` (prepared inputs) in ladder-sized calls of ``fn``, each
+    allowed ``cycles`` SCF cycles. Returns {index: per-molecule outputs}, and for a call
+    that raised {("error", index): failure record} for its molecules."""
+    out, start = {}, 0
+    for n_real, bs in split_batches(len(indices), size):
+        chunk = indices[start : start + n_real]
+        start += n_real
+        items = [prepared[i][0] for i in chunk]
+        items += [items[0]] * (bs - n_real)  # padding of the last call only (bounded)
+        cyc = np.array([cycles] * n_real + [0] * (bs - n_real), np.int32)
+        try:
+            res = jax.device_get(fn(stack(items), cyc))
+        except Exception as err:  # noqa: BLE001 - a failed batch must not sink the run
+            for i in chunk:
+                out[("error", i)] = _failure(Status.COMPUTE_ERROR, f"{type(err).__name__}: {err}")
+            continue
+        for k, i in enumerate(chunk):
+            out[i] = {key: np.asarray(v[k]) for key, v in res.items()}
+    return out
+
+
+def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:
+    """Record of one molecule's outputs, trimmed to its own atoms and orbitals."""
     n_atoms, n_ao = mol.n_atoms, layout.n_ao
     rec = dict(
-        energy=float(out["energy"][k]),
-        homo=float(out["homo"][k]),
-        lumo=float(out["lumo"][k]),
-        gap=float(out["gap"][k]),
-        mo_energy=np.asarray(out["mo_energy"][k][:n_ao]),
-        dipole=np.asarray(out["dipole"][k]),
-        charges=np.asarray(out["charges"][k][:n_atoms]),
-        forces=np.asarray(out["forces"][k][:n_atoms]) if settings.forces else None,
-        converged=bool(out["converged"][k]),
-        n_iter=int(out["n_iter"][k]),
-        scf_error=float(out["scf_error"][k]),
+        energy=float(out["energy"]),
+        homo=float(out["homo"]),
+        lumo=float(out["lumo"]),
+        gap=float(out["gap"]),
+        mo_energy=np.asarray(out["mo_energy"][:n_ao]),
+        dipole=np.asarray(out["dipole"]),
+        charges=np.asarray(out["charges"][:n_atoms]),
+        forces=np.asarray(out["forces"][:n_atoms]) if settings.forces else None,
+        converged=bool(out["converged"]),
+        n_iter=int(out["n_iter"]),
+        scf_error=float(out["scf_error"]),
     )
     finite = all(
         np.all(np.isfinite(rec[key]))

@@ -18,13 +18,10 @@ followed by PySCF's Cartesian-to-spherical transform. The XC integrals follow Py
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from qmgen.basis import Basis
 from qmgen.integrals.hermite import kind_cart2sph, kind_cart_l, kind_powers
-
-AO_CHUNK = 8192  # grid points per AO-evaluation step in chunked loops
 
 
 def _powers(x, lmax: int):
@@ -83,7 +80,12 @@ def ao_values(basis: Basis, positions, coords, deriv: int = 1):
 
 
 def eval_rho(ao, dm, gga: bool):
-    """Density and its gradient on the grid.
+    r"""Density and its gradient on the grid, in one pass over the AO values.
+
+    :math:`c = \phi_0 D` once, then :math:`(\rho, \nabla\rho) =
+    (\sum_\mu c_\mu \phi_\mu, 2 \sum_\mu c_\mu \nabla\phi_\mu)` as one
+    contraction over all components, which an accelerator fuses into a single read of
+    ``ao``.
 
     Args:
       ao: (4, G, n) AO values and gradients (or (1, G, n) for LDA).
@@ -92,34 +94,24 @@ def eval_rho(ao, dm, gga: bool):
     Returns (rho (G,), grad (G, 3) or None).
     """
     c0 = ao[0] @ dm
-    rho = jnp.sum(c0 * ao[0], axis=-1)
     if not gga:
-        return rho, None
-    grad = 2.0 * jnp.einsum("gn,xgn->gx", c0, ao[1:4])
-    return rho, grad
+        return jnp.sum(c0 * ao[0], axis=-1), None
+    both = jnp.sum(c0[None] * ao[:4], axis=-1)  # (4, G): rho, grad/2; a fused reduction
+    return both[0], 2.0 * both[1:4].T
 
 
 def vxc_matrix(ao, weights, vrho, vsigma, grad):
-    """XC potential matrix (n, n) from functional derivatives on the grid (PySCF's form)."""
-    wv0 = 0.5 * weights * vrho
-    aow = ao[0] * wv0[:, None]
-    if grad is not None:
-        wv = 2.0 * (weights * vsigma)[:, None] * grad  # (G, 3)
-        aow = aow + jnp.einsum("xgn,gx->gn", ao[1:4], wv)
+    r"""XC potential matrix (n, n) from functional derivatives on the grid (PySCF's form).
+
+    One weighted sum over all AO components, :math:`a_{g\nu} = \sum_x \phi_{x,g\nu}
+    u_{x,g}` with :math:`u_0 = w v_\rho / 2` and :math:`u_{1..3} = 2 w v_\sigma
+    \nabla\rho`, then :math:`V = \phi_0^T a + (\phi_0^T a)^T`.
+    """
+    u0 = 0.5 * weights * vrho
+    if grad is None:
+        aow = ao[0] * u0[:, None]
+    else:
+        u = jnp.concatenate([u0[None], (2.0 * weights * vsigma)[None] * grad.T], axis=0)
+        aow = jnp.sum(ao[:4] * u[:, :, None], axis=0)  # fused: one read of ao
     v = ao[0].T @ aow
     return v + v.T
-
-
-def chunked_points(fn, arrays, n_points: int):
-    """Sum ``fn(*chunk)`` over chunks of grid points (``lax.map``), bounding memory."""
-    if n_points <= AO_CHUNK:
-        return fn(*arrays)
-    nchunk = -(-n_points // AO_CHUNK)
-    pad = nchunk * AO_CHUNK - n_points
-
-    def split(x):
-        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-        return x.reshape((nchunk, AO_CHUNK) + x.shape[1:])
-
-    parts = jax.lax.map(lambda a: fn(*a), tuple(split(a) for a in arrays))
-    return jax.tree_util.tree_map(lambda p: jnp.sum(p, axis=0), parts)

@@ -7,7 +7,9 @@ matrix are rebuilt once in float64,
    E = \mathrm{tr}(D h) + E_{2}[D] + E_{xc}[D] + E_{nuc}, \quad
    F = h + J[D] - \tfrac{c_x}{2}K[D] + V_{xc}[D],
 
-with float64 one-electron integrals, grid, AO values, XC and ERIs. D is first purified:
+with float64 one-electron integrals, grid, AO values, XC and ERIs: the float64
+Hamiltonian is built once per molecule and the float32 iterations run on a cast copy of
+it, so the finish recomputes none of it. D is first purified:
 the occupied float32 orbitals are orthonormalised in float64 against the float64 overlap,
 so D is idempotent with the exact electron count. From there ``REFINE_CYCLES`` float64
 DIIS cycles (with the float64 ERIs already at hand, one Fock build each) finish the SCF:
@@ -32,19 +34,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from qmgen.grid import place_grid
-from qmgen.integrals.one_electron import one_electron
-from qmgen.integrals.pairs import packed_to_exchange, packed_to_pairs
-from qmgen.numint import ao_values
-from qmgen.scf import (
-    Hamiltonian,
-    SCFInputs,
-    SCFOptions,
-    nuclear_repulsion,
-    pad_core,
-    run_scf,
-)
-from qmgen.xc import get_functional
+from qmgen.linalg import eigh
+from qmgen.scf import Hamiltonian, SCFInputs, SCFOptions, run_scf
 
 REFINE_CYCLES = 4
 
@@ -55,46 +46,23 @@ def _to64(tree):
     )
 
 
-def refine_float64(
-    inputs: SCFInputs, ham32: Hamiltonian, packed64, mo_coeff32, mo_occ32, xc: str
-) -> dict:
+def refine_float64(inputs64: SCFInputs, ham64: Hamiltonian, mo_coeff32, mo_occ32, xc: str) -> dict:
     """Energy, orbital energies and matrices in float64 from a float32 SCF.
 
     Args:
-      inputs: the float32 inputs. ham32: the float32 Hamiltonian (its AO values are reused
-        for Hartree-Fock). packed64: s8-packed float64 ERIs. mo_coeff32, mo_occ32: the
+      inputs64: the molecule's inputs in float64. ham64: its float64 Hamiltonian, the one
+        the float32 iterations used a cast copy of (built once: integrals, grid, AO
+        values and J/K layouts are not recomputed here). mo_coeff32, mo_occ32: the
         converged float32 orbitals and occupations.
 
-    Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), dm (n, n), s (n, n),
-    dipole (3, n, n), scf_error (the float64 |g|), all float64.
+    Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), dm (n, n), scf_error (the
+    float64 |g|), all float64.
     """
-    functional = get_functional(xc)
-    inp = _to64(inputs)
-    charges = inp.z.astype(jnp.float64)
-    one = one_electron(inp.basis, inp.positions, charges)
-    n = inp.ao_mask.shape[0]
-    pad = 1.0 - inp.ao_mask
-    s = one["overlap"] + jnp.diag(pad)
-    h = pad_core(one["kinetic"] + one["nuclear"], inp.ao_mask)
-    if functional.name == "hf":
-        ao, weights = ham32.ao.astype(jnp.float64), ham32.weights.astype(jnp.float64)
-    else:
-        coords, weights = place_grid(inp.grid, inp.positions, inp.z)
-        ao = ao_values(inp.basis, inp.positions, coords, deriv=int(functional.is_gga))
-    ham = Hamiltonian(
-        s=s,
-        h=h,
-        eri_j=packed_to_pairs(packed64, n),
-        eri_k=packed_to_exchange(packed64, n) if functional.hyb != 0.0 else None,
-        e_nuc=nuclear_repulsion(inp.positions, charges),
-        dipole=one["dipole"],
-        ao=ao,
-        weights=weights,
-    )
+    s = ham64.s
     occ = mo_occ32.astype(jnp.float64)
     c = mo_coeff32.astype(jnp.float64) * (occ > 0)
     m = c.T @ s @ c + jnp.diag((occ == 0).astype(jnp.float64))  # identity on virtuals
-    e, u = jnp.linalg.eigh(m)
+    e, u = eigh(m)
     c = c @ ((u * (1.0 / jnp.sqrt(e))) @ u.T)
     dm = (c * occ) @ c.T
     # a fixed number of float64 DIIS cycles from the purified density (tolerances 0: no
@@ -102,13 +70,11 @@ def refine_float64(
     opts = SCFOptions(
         xc=xc, conv_tol=0.0, conv_tol_grad=0.0, max_cycle=REFINE_CYCLES, diis_start_cycle=0
     )
-    res = run_scf(dataclasses.replace(inp, dm0=dm), opts, ham)
+    res = run_scf(dataclasses.replace(inputs64, dm0=dm), opts, ham64)
     return dict(
         e_tot=res["e_tot"],
         mo_energy=res["mo_energy"],
         mo_coeff=res["mo_coeff"],
         dm=res["dm"],
-        s=s,
-        dipole=one["dipole"],
         scf_error=res["scf_error"],
     )

@@ -32,6 +32,7 @@ from qmgen.grid import Grid, place_grid
 from qmgen.integrals.eri import eri_packed
 from qmgen.integrals.one_electron import one_electron
 from qmgen.integrals.pairs import packed_to_exchange, packed_to_pairs, pair_arrays, pairs_to_matrix
+from qmgen.linalg import eigh
 from qmgen.numint import ao_values, eval_rho, vxc_matrix
 from qmgen.xc import eval_xc, get_functional
 
@@ -82,6 +83,7 @@ class SCFOptions:
     diis_start_cycle: int = 1
     level_shift: float = 0.0
     damping: float = 0.0
+    eigensolver: str = "auto"  # see qmgen.linalg.eigh
 
     @property
     def tol_grad(self) -> float:
@@ -128,9 +130,8 @@ def build_hamiltonian(inputs: SCFInputs, xc: str, packed=None) -> Hamiltonian:
     if packed is None:
         packed = eri_packed(inputs.basis, inputs.positions)
     packed = packed.astype(dtype)
+    eri_j, eri_k = two_electron_layouts(packed, s.shape[0], functional.hyb != 0.0)
     n = s.shape[0]
-    eri_j = packed_to_pairs(packed, n)
-    eri_k = packed_to_exchange(packed, n) if functional.hyb != 0.0 else None
     if functional.name == "hf":
         ao = jnp.zeros((1, 0, n), dtype)
         weights = jnp.zeros((0,), dtype)
@@ -139,6 +140,32 @@ def build_hamiltonian(inputs: SCFInputs, xc: str, packed=None) -> Hamiltonian:
         ao = ao_values(inputs.basis, inputs.positions, coords, deriv=int(functional.is_gga))
     e_nuc = nuclear_repulsion(inputs.positions, charges)
     return Hamiltonian(s, h, eri_j, eri_k, e_nuc, one["dipole"], ao, weights)
+
+
+def two_electron_layouts(packed, n: int, hybrid: bool):
+    """J layout (npair, npair) and, for hybrids, the K layout (n*n, n*n) from s8-packed ERIs."""
+    return packed_to_pairs(packed, n), (packed_to_exchange(packed, n) if hybrid else None)
+
+
+def cast_hamiltonian(ham: Hamiltonian, dtype, packed=None) -> Hamiltonian:
+    """``ham`` with every floating array cast to ``dtype``.
+
+    float32 mode builds the Hamiltonian once in float64 (for the finish) and iterates on
+    this copy. With ``packed`` (the s8-packed ERIs ``ham`` was built from) the J/K layouts
+    are gathered again from the packed vector cast to ``dtype`` instead of cast from the
+    float64 layouts: the same values, read from the 8x smaller array.
+    """
+    lay = {}
+    if packed is not None:
+        eri_j, eri_k = two_electron_layouts(
+            packed.astype(dtype), ham.s.shape[0], ham.eri_k is not None
+        )
+        lay = dict(eri_j=eri_j, eri_k=eri_k)
+        ham = dataclasses.replace(ham, eri_j=None, eri_k=None)
+    ham = jax.tree_util.tree_map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, ham
+    )
+    return dataclasses.replace(ham, **lay)
 
 
 def xc_energy(ao, weights, dm, xc: str):
@@ -171,15 +198,20 @@ def veff(ham: Hamiltonian, dm, xc: str):
     return v + vxc, e2 + e_xc
 
 
-def _orthogonalizer(s):
+def _orthogonalizer(s, method: str = "auto"):
     """Symmetric orthogonalisation X = S^{-1/2}."""
-    e, u = jnp.linalg.eigh(s)
+    e, u = eigh(s, method=method)
     return (u * (1.0 / jnp.sqrt(e))) @ u.T
 
 
-def _diagonalize(f, x):
-    e, c = jnp.linalg.eigh(x.T @ f @ x)
-    return e, x @ c
+def _diagonalize(f, x, v0=None, method: str = "auto"):
+    """Orbital energies and coefficients of F C = S C e, with X = S^{-1/2}.
+
+    ``v0``: eigenvectors of the previous X^T F X (orthogonal basis), a warm start for the
+    Jacobi solver. Returns (e (n,), C = X V (n, n), V (n, n)).
+    """
+    e, v = eigh(x.T @ f @ x, v0, method=method)
+    return e, x @ v, v
 
 
 def _occupations(n, n_occ, dtype):
@@ -208,8 +240,14 @@ def _diis_extrapolate(f_hist, e_hist, count, space: int):
     return jnp.einsum("k,kij->ij", c, f_hist)
 
 
-def run_scf(inputs: SCFInputs, opts: SCFOptions, ham: Hamiltonian | None = None) -> dict:
+def run_scf(
+    inputs: SCFInputs, opts: SCFOptions, ham: Hamiltonian | None = None, max_cycle=None
+) -> dict:
     """Self-consistent field for one molecule.
+
+    ``max_cycle``: optional traced cycle cap (int array, at most ``opts.max_cycle``), so
+    one compiled program serves a short first pass and the continuation of stragglers
+    (``qmgen.engine``); default ``opts.max_cycle``.
 
     Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), mo_occ (n,), dm (n, n),
     converged, n_iter, scf_error (final ‖g‖), and the Hamiltonian pieces used by labels.
@@ -218,7 +256,8 @@ def run_scf(inputs: SCFInputs, opts: SCFOptions, ham: Hamiltonian | None = None)
         ham = build_hamiltonian(inputs, opts.xc)
     dtype = ham.s.dtype
     n = ham.s.shape[0]
-    x = _orthogonalizer(ham.s)
+    cap = opts.max_cycle if max_cycle is None else jnp.minimum(max_cycle, opts.max_cycle)
+    x = _orthogonalizer(ham.s, opts.eigensolver)
     occ = _occupations(n, inputs.n_occ, dtype)
     m = opts.diis_space
 
@@ -239,10 +278,11 @@ def run_scf(inputs: SCFInputs, opts: SCFOptions, ham: Hamiltonian | None = None)
         count=jnp.zeros((), jnp.int32),
         f_prev=ham.h + v0,
         norm_g=jnp.asarray(jnp.inf, dtype),
+        v_orth=jnp.eye(n, dtype=dtype),
     )
 
     def cond(st):
-        return (~st["converged"]) & (st["it"] < opts.max_cycle)
+        return (~st["converged"]) & (st["it"] < cap)
 
     def body(st):
         dm = st["dm"]
@@ -260,7 +300,7 @@ def run_scf(inputs: SCFInputs, opts: SCFOptions, ham: Hamiltonian | None = None)
             )
         if opts.level_shift:
             f_use = f_use + opts.level_shift * (ham.s - 0.5 * ham.s @ dm @ ham.s)
-        _, c = _diagonalize(f_use, x)
+        _, c, v_orth = _diagonalize(f_use, x, st["v_orth"], opts.eigensolver)
         dm_new = (c * occ) @ c.T
         v_new, e_new = energy_of(dm_new)
         norm_g = _gradient_norm(ham.h + v_new, c, occ)
@@ -276,12 +316,13 @@ def run_scf(inputs: SCFInputs, opts: SCFOptions, ham: Hamiltonian | None = None)
             count=count,
             f_prev=f,
             norm_g=norm_g,
+            v_orth=v_orth,
         )
 
     st = jax.lax.while_loop(cond, body, state)
     # PySCF's conv_check: one more diagonalisation of the undamped, unextrapolated Fock
     fock = ham.h + st["v"]
-    mo_energy, mo_coeff = _diagonalize(fock, x)
+    mo_energy, mo_coeff, _ = _diagonalize(fock, x, st["v_orth"], opts.eigensolver)
     dm = (mo_coeff * occ) @ mo_coeff.T
     v, e_tot = energy_of(dm)
     norm_g = _gradient_norm(ham.h + v, mo_coeff, occ)

@@ -1,0 +1,108 @@
+"""Batches on accelerators: the batch-size ladder, stragglers leaving their batch, and the
+batched Jacobi eigensolver inside the SCF, each against PySCF or against the molecule
+computed alone (conv_tol 1e-10)."""
+
+from functools import cache
+
+import numpy as np
+import pytest
+from molecules import AMMONIUM, METHANE, WATER
+
+import qmgen
+from qmgen import Molecule
+from qmgen.engine import TRACE_COUNT, batch_ladder, split_batches
+from qmgen.reference import reference_labels
+from qmgen.status import Status
+
+KW = dict(conv_tol=1e-10, batch_size=2, min_bucket_size=3)
+
+
+@cache
+def small():
+    return (
+        Molecule.from_xyz(WATER),
+        Molecule.from_xyz(AMMONIUM, charge=1),
+        Molecule.from_xyz(METHANE),
+    )
+
+
+@cache
+def ref(k):
+    return reference_labels(small()[k], conv_tol=1e-10)
+
+
+@cache
+def run(**kw):
+    return qmgen.compute(list(small()), **KW, **kw)
+
+
+def test_ladder_rungs():
+    assert batch_ladder(1) == (1,)
+    assert batch_ladder(2) == (2,)
+    assert batch_ladder(256) == (256, 64, 16, 4, 1)
+    assert batch_ladder(1000) == (1000, 250, 62, 15, 3)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64, 256, 1000])
+def test_split_covers_every_molecule_and_pads_only_the_last_call(size):
+    rungs = batch_ladder(size)
+    for n in range(1, 700):
+        calls = split_batches(n, size)
+        assert sum(real for real, _ in calls) == n
+        assert all(bs in rungs for _, bs in calls)
+        assert all(real == bs for real, bs in calls[:-1])  # only the last call is padded
+        real, bs = calls[-1]
+        assert bs - real < bs * 3 / 4 + 1  # never a whole batch of copies
+    # at most one call per rung below the full batch size, so few compiled shapes
+    assert len({bs for _, bs in split_batches(699, 256)}) <= len(batch_ladder(256))
+
+
+def test_padding_is_bounded_not_a_full_batch():
+    # 3 molecules at batch size 256: calls of 1 (x3 rung 1) instead of one 256-wide call
+    assert split_batches(3, 256) == [(1, 1), (1, 1), (1, 1)]
+    assert split_batches(70, 256) == [(64, 64), (4, 4), (1, 1), (1, 1)]
+    assert split_batches(3, 2) == [(2, 2), (1, 2)]
+
+
+@pytest.mark.parametrize("k", [0, 1, 2], ids=["water", "ammonium", "methane"])
+def test_stragglers_continue_and_match_pyscf(k):
+    """A cycle budget of 3 sends every molecule to the straggler pass; the continued SCF
+    (from its last density, same compiled program) reaches PySCF's energy."""
+    base = run()
+    got = run(cycle_budget=3)[k]
+    want = ref(k)
+    assert got["status"] == Status.OK and got["converged"]
+    assert got["n_iter"] > 3  # it really left the first pass unconverged and went on
+    assert abs(got["energy"] - want["energy"]) < 1e-8
+    assert np.max(np.abs(got["mo_energy"] - want["mo_energy"])) < 1e-6
+    assert abs(got["energy"] - base[k]["energy"]) < 1e-9
+
+
+def test_straggler_pass_reuses_the_program():
+    run()
+    before = dict(TRACE_COUNT)
+    qmgen.compute(list(small()), **KW, cycle_budget=2)
+    assert TRACE_COUNT == before  # the cycle cap is an argument, not a new program
+
+
+def test_cycle_budget_never_exceeds_max_cycle():
+    out = qmgen.compute(list(small()), **KW, cycle_budget=3, max_cycle=5)
+    for rec in out:
+        assert rec["n_iter"] <= 5
+        assert rec["status"] in (Status.OK, Status.NOT_CONVERGED)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2], ids=["water", "ammonium", "methane"])
+def test_jacobi_eigensolver_in_the_scf_matches_pyscf(k):
+    """The accelerator eigensolver (batched Jacobi, warm-started) through the whole SCF."""
+    got = run(eigensolver="jacobi")[k]
+    want = ref(k)
+    assert got["status"] == Status.OK
+    assert abs(got["energy"] - want["energy"]) < 1e-8
+    assert np.max(np.abs(got["mo_energy"] - want["mo_energy"])) < 1e-6
+    assert abs(got["gap"] - want["gap"]) < 1e-6
+
+
+def test_bad_eigensolver_is_refused():
+    with pytest.raises(ValueError, match="valid: auto, lapack, jacobi"):
+        qmgen.compute([small()[0]], eigensolver="qr")
