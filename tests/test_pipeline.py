@@ -8,6 +8,8 @@ the shared QMGEN_CACHE_DIR, and each new worker process only traces it (~5 s).
 - ``dask scheduler`` + two ``dask worker`` processes on 127.0.0.1 give identical shards;
 - the driver (``qmgen generate`` in a subprocess) is SIGKILLed after its first committed
   shard, rerun, and the result equals the reference, each row once;
+- conformers made by a pool of 2 CPU processes per worker give identical shards, and a
+  dataset resumes with another number of them (it is not part of the options);
 - a worker is SIGKILLed in the middle of a shard and the job still completes;
 - a shard that kills its worker every time ends as WORKER_DIED failure records;
 - a file of good and bad lines: each line ends as rows or one failure with a reason;
@@ -208,11 +210,11 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def _cli(out, inputs):
+def _cli(out, inputs, *extra):
     cmd = [sys.executable, "-m", "qmgen.cli", "generate", str(inputs / "good.smi"), "--out"]
     cmd += [str(out), "--workers", "2", "--no-progress", "--quiet"]
     cmd += ["--conformers", str(OPTS["conformers"]), "--shard-size", str(OPTS["shard_size"])]
-    return cmd
+    return cmd + list(extra)
 
 
 def test_driver_sigkill_then_resume(reference, inputs, tmp_path, cache_dir):
@@ -242,7 +244,9 @@ def test_driver_sigkill_then_resume(reference, inputs, tmp_path, cache_dir):
     finally:
         if _group_alive(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
-    result = subprocess.run(_cli(out, inputs), env=env, capture_output=True, text=True)
+    # resumed with conformer processes (not a dataset option: the same dataset)
+    resume = _cli(out, inputs, "--conformer-processes", "2")
+    result = subprocess.run(resume, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Dataset ready" in result.stdout and "open_dataset" in result.stdout
     entries = mf.read_manifest(out)
@@ -250,6 +254,33 @@ def test_driver_sigkill_then_resume(reference, inputs, tmp_path, cache_dir):
     assert sorted(ids) == [0, 1, 2, 3], "a shard was committed twice or never"
     for sid, entry in done_before.items():  # finished shards were not recomputed
         assert entries[ids.index(sid)] == entry
+    assert all(e["conformer_processes"] == 2 for e in entries if e["shard_id"] not in done_before)
+    assert_same_dataset(reference, out)
+
+
+def test_conformer_processes_give_identical_shards(reference, inputs, client, tmp_path):
+    """Conformers made by 2 processes per worker (forced on CPU): the reference's rows."""
+    out = tmp_path / "pool"
+    summary = generate(
+        inputs / "good.smi", out, client=client, progress=False, conformer_processes=2, **OPTS
+    )
+    assert summary["complete"] and summary["n_shards_computed"] == 4
+    assert {e["conformer_processes"] for e in mf.read_manifest(out)} == {2}
+    assert {e["conformer_processes"] for e in mf.read_manifest(reference)} == {0}  # CPU default
+    assert summary["timing_s"]["conformers"] > 0
+    assert_same_dataset(reference, out)
+    # resume after losing a shard, with conformers made in-thread: same dataset
+    lines = (out / mf.MANIFEST_NAME).read_text().splitlines(keepends=True)
+    lost = mf.read_manifest(out)[-1]
+    (out / mf.MANIFEST_NAME).write_text("".join(lines[:-1]))
+    (out / lost["file"]).unlink()
+    (out / mf.INDEX_NAME).unlink()
+    summary = generate(
+        inputs / "good.smi", out, client=client, progress=False, conformer_processes=0, **OPTS
+    )
+    assert summary["n_shards_computed"] == 1 and summary["n_shards_skipped"] == 3
+    assert mf.read_manifest(out)[-1]["shard_id"] == lost["shard_id"]
+    assert mf.read_manifest(out)[-1]["conformer_processes"] == 0
     assert_same_dataset(reference, out)
 
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from qmgen.chem import read_molecules
+from qmgen.pipeline.conformers import chunks, rebuild_record
 from qmgen.pipeline.plan import GenerateOptions, auto_shard_size, make_plan
 from qmgen.pipeline.run import DatasetExistsError, prepare_directory
-from qmgen.pipeline.task import chunks, outcome, rebuild_record
+from qmgen.pipeline.task import outcome
 from qmgen.status import Status
 
 MIXED = [

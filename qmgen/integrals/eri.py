@@ -95,7 +95,13 @@ def eri_pair_data(basis: Basis, positions, x: int, y: int) -> dict:
 
 
 def _quartet_kernel(bra: dict, ket: dict, lab: int, lcd: int):
-    """Contracted integrals of a batch of quartets: (nq, nab, ncd)."""
+    """Contracted integrals of a batch of quartets: (nq, nab, ncd).
+
+    The contraction :math:`\\sum E^{ab}_{t} R_{t+\\tau} (-1)^\\tau E^{cd}_{\\tau}` over
+    primitive pairs runs bra side first. Where one side is an (s|s)-like pair (total
+    angular momentum 0) the signed R matrix is r itself, so no gather copy of it is made;
+    for an (ss) ket the ket primitives are summed into R first.
+    """
     pb, pk = bra["p"][:, :, None], ket["p"][:, None, :]
     pq, s = pb * pk, pb + pk
     alpha = pq / s
@@ -109,15 +115,17 @@ def _quartet_kernel(bra: dict, ket: dict, lab: int, lcd: int):
         eb, ek = bra["E"][..., 0, 0], ket["E"][..., 0, 0]
         return jnp.einsum("qbk,qb,qk->q", w, eb, ek)[:, None, None]
     r = hermite_r(ltot, f, alpha, rpq[..., 0], rpq[..., 1], rpq[..., 2]) * pref[..., None]
-    idx, sign = coulomb_index(lab, lcd)
-    rmat = r[..., idx] * jnp.asarray(sign, r.dtype)  # (nq, Pb, Pk, ntb, ntk)
-    if CONTRACT == "einsum":
-        return jnp.einsum("qbat,qbktu,qkcu->qac", bra["E"], rmat, ket["E"], optimize="optimal")
-    w = jnp.sum(rmat[:, :, :, :, None, :] * ket["E"][:, None, :, None, :, :], axis=(2, 5))
-    return jnp.sum(bra["E"][:, :, :, :, None] * w[:, :, None, :, :], axis=(1, 3))
-
-
-CONTRACT = "einsum"
+    if lcd == 0:  # ket (s|s): one component, tau = 0, sign +1
+        w = jnp.sum(r * ket["E"][:, None, :, :, 0], axis=2)  # (nq, Pb, ntuv)
+        return jnp.einsum("qbat,qbt->qa", bra["E"], w)[:, :, None]
+    if lab == 0:  # bra (s|s): R_{tau} with the ket's signs
+        _, sign = coulomb_index(lab, lcd)
+        rmat = (r * jnp.asarray(sign[0], r.dtype))[..., None, :]
+    else:
+        idx, sign = coulomb_index(lab, lcd)
+        rmat = r[..., idx] * jnp.asarray(sign, r.dtype)  # (nq, Pb, Pk, ntb, ntk)
+    w = jnp.einsum("qbat,qbktu->qaku", bra["E"], rmat)
+    return jnp.einsum("qaku,qkcu->qac", w, ket["E"])
 
 
 def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int):

@@ -45,6 +45,14 @@ def register(subparsers) -> None:
     )
     g.add_argument("--batch-size", type=int, default=None, help="molecules per compiled call")
     g.add_argument("--workers", type=int, default=None, help="local worker processes")
+    g.add_argument(
+        "--conformer-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU processes per worker that make conformers ahead of the compute "
+        "(default: min(8, cores/GPUs - 2) on GPU workers, 0 on CPU; 0: made in a thread)",
+    )
     g.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     g.add_argument(
         "--new",
@@ -122,6 +130,7 @@ def run_generate(args: argparse.Namespace) -> int:
                 scheduler=args.scheduler,
                 new=args.new,
                 progress=not args.no_progress,
+                conformer_processes=args.conformer_processes,
                 **options,
             )
     except (DatasetExistsError, ValueError, FileNotFoundError) as err:

@@ -7,9 +7,10 @@ compilation cache (``QMGEN_CACHE_DIR``, default ~/.cache/qmgen/jax), so a progra
 compiled once per machine. On a GPU host (a CUDA build of JAX and ``nvidia-smi`` seeing
 devices) there is one worker per GPU, pinned with ``CUDA_VISIBLE_DEVICES`` by a worker
 plugin, with two Dask threads: while one shard computes on the GPU (holding the worker's
-device lock) the other shard's conformers are made on the CPU (see
-:mod:`qmgen.pipeline.task`). On an external cluster start GPU workers the same way:
-``CUDA_VISIBLE_DEVICES=i dask worker ADDRESS --nthreads 2``.
+device lock) the other waits with its conformers made, which the worker's own pool of CPU
+processes makes ahead of the device (see :mod:`qmgen.pipeline.task`). On an external
+cluster start GPU workers the same way: ``CUDA_VISIBLE_DEVICES=i dask worker ADDRESS
+--nthreads 2``.
 
 Existing cluster: ``scheduler="tcp://host:8786"`` connects a client to a scheduler started
 with ``dask scheduler`` / ``dask worker`` or by dask-jobqueue; the workers need qmgen
@@ -38,7 +39,19 @@ def gpu_count() -> int:
         has_cuda_jax = any(importlib.util.find_spec(p) is not None for p in plugins)
     except ModuleNotFoundError:
         has_cuda_jax = False
-    if not has_cuda_jax or shutil.which("nvidia-smi") is None:
+    if not has_cuda_jax:
+        return 0
+    n = nvidia_smi_gpus()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        n = min(n, len([v for v in visible.split(",") if v.strip()]))
+    return n
+
+
+def nvidia_smi_gpus() -> int:
+    """NVIDIA GPUs of this host (or of this job's cgroup) as ``nvidia-smi -L`` lists them,
+    whatever CUDA_VISIBLE_DEVICES says; 0 without nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
         return 0
     try:
         out = subprocess.run(
@@ -46,11 +59,7 @@ def gpu_count() -> int:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return 0
-    n = sum(1 for line in out.splitlines() if line.startswith("GPU "))
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        n = min(n, len([v for v in visible.split(",") if v.strip()]))
-    return n
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def default_workers() -> int:

@@ -166,7 +166,7 @@ def commit(root: Path, info: dict) -> dict:
         os.replace(staged, final)
         mf.fsync_dir(final.parent)
     entry = mf.manifest_entry(dict(info, path=str(final)), root)
-    for key in ("n_conformers", "n_items", "worker", "timing", "device"):
+    for key in ("n_conformers", "n_items", "worker", "timing", "device", "conformer_processes"):
         if key in info:
             entry[key] = info[key]
     mf.append_manifest(root, entry)
@@ -209,6 +209,7 @@ def generate(
     new: bool = False,
     progress: bool = True,
     allowed_failures: int = 3,
+    conformer_processes: int | None = None,
     task=None,
     **options,
 ) -> dict:
@@ -220,9 +221,13 @@ def generate(
     or ``scheduler`` (address of an existing Dask scheduler), or ``client`` (a connected
     ``distributed.Client``, left open). ``new`` deletes a dataset already in ``out_dir``
     instead of refusing changed options. ``allowed_failures``: worker deaths tolerated
-    per shard on a local cluster before its lines are stored as WORKER_DIED. ``task``:
-    the function run per shard (default :func:`qmgen.pipeline.task.run_shard`; tests
-    and instrumentation wrap it).
+    per shard on a local cluster before its lines are stored as WORKER_DIED.
+    ``conformer_processes``: CPU processes per worker that make conformers ahead of the
+    compute (None: min(8, cores / GPUs - 2) on an accelerator, 0 on CPU; 0: a thread of
+    the shard's task makes them). Results do not depend on it, so, like ``workers``, it
+    is not one of the dataset's options: a run may be resumed with another value.
+    ``task``: the function run per shard (default :func:`qmgen.pipeline.task.run_shard`;
+    tests and instrumentation wrap it).
 
     Returns a summary dict (out_dir, complete, counts, timings). Raises
     :class:`DatasetExistsError` (changed options) or :class:`PipelineError` (shards that
@@ -231,6 +236,8 @@ def generate(
     t_start = time.perf_counter()
     root = Path(out_dir)
     opts = GenerateOptions(**options)
+    if conformer_processes is not None and int(conformer_processes) < 0:
+        raise ValueError(f"conformer_processes must be >= 0, got {conformer_processes}")
     input_path = Path(input_path)
     if not input_path.is_file():
         raise FileNotFoundError(f"no such input file: {str(input_path)!r}")
@@ -277,7 +284,7 @@ def generate(
         f"; resuming: {len(done)} shards already done" if resuming else "",
     )
     attrs = dataset_attrs(plan, input_path.resolve())
-    run = _Run(root, plan, attrs, done, progress, task)
+    run = _Run(root, plan, attrs, done, progress, task, conformer_processes)
     if todo:
         with ExitStack() as stack:
             client = _client(stack, client, scheduler, workers, allowed_failures)
@@ -306,11 +313,14 @@ def _client(stack: ExitStack, client, scheduler, workers, allowed_failures):
 class _Run:
     """State of one driver run: submission window, commits, progress, totals."""
 
-    def __init__(self, root: Path, plan: Plan, attrs: dict, done: dict, progress: bool, task):
+    def __init__(
+        self, root: Path, plan: Plan, attrs: dict, done: dict, progress: bool, task, processes
+    ):
         from qmgen.pipeline.task import run_shard
 
         self.root, self.plan, self.attrs = root, plan, attrs
         self.task = task or run_shard
+        self.conformer_processes = None if processes is None else int(processes)
         self.done = dict(done)  # shard_id -> manifest entry
         self.by_id = {s.shard_id: s for s in plan.shards}
         self.errors: dict[int, str] = {}
@@ -342,6 +352,7 @@ class _Run:
                 options=self.plan.options,
                 root=str(self.root.resolve()),
                 attrs=self.attrs,
+                conformer_processes=self.conformer_processes,
             )
             fut = client.submit(self.task, payload, key=key, pure=False)
             inflight[fut.key] = (shard, attempt)

@@ -10,25 +10,25 @@ final name and appends the manifest line (only the driver touches the manifest).
 Keeping the device busy: the compute call holds a per-process device lock
 (:data:`DEVICE_LOCK`), and on a GPU host each worker runs two shard tasks at once (two
 Dask threads, see :mod:`qmgen.pipeline.cluster`): while one shard computes on the device,
-the other makes its conformers on the CPU and then waits for the lock, so the device
-idles only for the lock hand-over. Each shard is still one compute call on the same
-molecules, so labels and compiled programs do not depend on timing. Very large shards can
-also be split into compute chunks (``chunk_size``); the next chunk's conformers are then
-made by a background thread while one computes. Chunk boundaries depend only on the plan.
+the other waits for the lock with its conformers made, so the device idles only for the
+lock hand-over. Each shard is still one compute call on the same molecules, so labels and
+compiled programs do not depend on timing. Very large shards can also be split into
+compute chunks (``chunk_size``); chunk boundaries depend only on the plan.
+
+Conformers come from :mod:`qmgen.pipeline.conformers` (a pool of CPU processes on an
+accelerator, a background thread on CPU).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import queue
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
+from qmgen.pipeline.conformers import chunks, conformer_processes, record_source
 from qmgen.status import Status
 
 log = logging.getLogger("qmgen.pipeline")
@@ -42,84 +42,6 @@ def staging_path(root, shard_id: int) -> Path:
     """A fresh, unique staging file name for shard ``shard_id`` (never reused)."""
     token = uuid.uuid4().hex[:12]
     return Path(root) / "shards" / STAGING_DIR / f"shard-{int(shard_id):06d}-{token}.h5"
-
-
-# ------------------------------------------------------------------ input records
-def rebuild_record(item, chem_options):
-    """The :class:`~qmgen.chem.InputRecord` of a plan item, with conformers.
-
-    Never raises: an unexpected error becomes a failure record naming it.
-    """
-    from qmgen.chem.records import failure
-
-    try:
-        record = _rebuild(item, chem_options)
-    except MemoryError:
-        raise
-    except Exception as err:  # noqa: BLE001 - recorded as this line's failure
-        return failure(
-            item.molecule_index,
-            Status.EMBED_FAILED,
-            f"making conformers raised {type(err).__name__}: {err}",
-            item.raw,
-            smiles=item.smiles,
-            name=item.name,
-            format=item.format,
-        )
-    return dataclasses.replace(record, molecule_index=item.molecule_index)
-
-
-def _rebuild(item, chem_options):
-    if item.format == "smiles":
-        from qmgen.chem.readers import split_smiles_line
-        from qmgen.chem.smiles import smiles_record
-
-        smiles, name = split_smiles_line(item.raw)
-        return smiles_record(smiles, name, item.molecule_index, item.raw, chem_options)
-    if item.format == "xyz":
-        from qmgen.chem.readers import iter_xyz
-
-        records = list(iter_xyz(item.raw, chem_options))
-    else:
-        from qmgen.chem.readers import iter_sdf
-
-        with tempfile.TemporaryDirectory(prefix="qmgen-sdf-") as tmp:
-            path = Path(tmp) / "block.sdf"
-            path.write_text(item.raw, encoding="utf-8", errors="surrogateescape")
-            records = list(iter_sdf(path, chem_options))
-    if len(records) != 1:
-        raise ValueError(f"input text of record {item.molecule_index} gave {len(records)} records")
-    return records[0]
-
-
-def chunks(items, conformers: int, chunk_size: int) -> list[list]:
-    """Split items into consecutive chunks of at most ``chunk_size`` planned conformers
-    (one chunk when ``chunk_size`` is 0)."""
-    if not chunk_size:
-        return [list(items)] if items else []
-    out, current, load = [], [], 0
-    for it in items:
-        weight = conformers if it.ok else 0
-        if current and load + weight > chunk_size:
-            out.append(current)
-            current, load = [], 0
-        current.append(it)
-        load += weight
-    if current:
-        out.append(current)
-    return out
-
-
-def _producer(parts, chem_options, out: queue.Queue, timing: dict) -> None:
-    """Background thread: records (with conformers) of each chunk, in order."""
-    try:
-        for part in parts:
-            t0 = time.perf_counter()
-            records = [rebuild_record(it, chem_options) if it.ok else None for it in part]
-            timing["conformers"] += time.perf_counter() - t0
-            out.put((part, records))
-    except BaseException as err:  # noqa: BLE001 - handed to the consumer, which re-raises
-        out.put(err)
 
 
 # ------------------------------------------------------------------ rows / failures
@@ -209,28 +131,26 @@ def run_shard(task: dict) -> dict:
     chem = options.chem_options()
     timing = dict(conformers=0.0, compute=0.0, write=0.0, wait=0.0, device_wait=0.0)
     parts = chunks(task["items"], options.conformers, options.chunk_size)
-    q: queue.Queue = queue.Queue(maxsize=1)
-    producer = threading.Thread(
-        target=_producer, args=(parts, chem, q, timing), name="qmgen-conformers", daemon=True
-    )
-    producer.start()
+    processes = conformer_processes(task.get("conformer_processes"))
+    source = record_source(task["items"], chem, processes, timing, parts)
     rows, failures, n_conf = [], [], 0
-    for _ in parts:
-        t0 = time.perf_counter()
-        got = q.get()
-        timing["wait"] += time.perf_counter() - t0
-        if isinstance(got, BaseException):
-            raise got
-        part, records = got
-        molecules = [m for r in records if r is not None and r.ok for m in r.conformers]
-        n_conf += len(molecules)
-        results = iter(_compute(molecules, options, timing))
-        for item, record in zip(part, records, strict=True):
-            n = len(record.conformers) if record is not None and record.ok else 0
-            r, f = outcome(item, record, [next(results) for _ in range(n)])
-            rows += r
-            failures += f
-    producer.join()
+    try:
+        for part in parts:
+            t0 = time.perf_counter()
+            records = source.take(part)
+            timing["wait"] += time.perf_counter() - t0
+            molecules = [m for r in records if r is not None and r.ok for m in r.conformers]
+            n_conf += len(molecules)
+            results = iter(_compute(molecules, options, timing))
+            for item, record in zip(part, records, strict=True):
+                n = len(record.conformers) if record is not None and record.ok else 0
+                r, f = outcome(item, record, [next(results) for _ in range(n)])
+                rows += r
+                failures += f
+    except BaseException:
+        source.close(done=False)
+        raise
+    source.close()
     rows.sort(key=lambda r: (r["molecule_index"], r["conformer_index"]))
     failures.sort(key=lambda f: f["molecule_index"])
     t0 = time.perf_counter()
@@ -243,6 +163,7 @@ def run_shard(task: dict) -> dict:
         n_items=len(task["items"]),
         worker=_worker_name(),
         device=device_kind(),
+        conformer_processes=source.processes,
         failure_status=[int(f["status"]) for f in failures],
     )
     return info
