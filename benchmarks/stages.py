@@ -24,7 +24,7 @@ import numpy as np
 
 from qmgen import Molecule
 from qmgen.batching import BucketPolicy, bucket_of, merge_buckets, prepare, stack
-from qmgen.engine import Settings, _labels_kernel
+from qmgen.engine import Settings, _batched, batching_mode
 from qmgen.grid import place_grid
 from qmgen.integrals.eri import eri_packed, vmap_width
 from qmgen.integrals.one_electron import one_electron
@@ -175,8 +175,8 @@ def stage_programs(settings: Settings, bucket, inputs64, inputs_loop):
         )
         progs["float64 Fock build"] = (vm(fock), (ham64, d64))
         progs["float64 finish"] = (vm(finish), (inputs64, ham64, d64))
-    progs["whole conformer"] = (
-        vm(lambda i, c: _labels_kernel(i, c, settings)),
+    progs["whole conformer"] = (  # the engine's own program (vmap on accelerators)
+        _batched(settings, bucket, batching_mode()),
         (inputs_loop, jnp.full((b,), settings.max_cycle, jnp.int32)),
     )
     return progs

@@ -169,17 +169,44 @@ def _labels_kernel(inputs, cycles, settings: Settings):
     )
 
 
+# How a call's molecules share a program: "vmap" (one batched program, accelerators),
+# "map" (lax.map: the single-molecule program in a loop) or "auto" (map on CPU). On CPU
+# vmap gains nothing, costs 40% in float32 mode (batched while loops and products), and
+# jaxlib's CPU eigh deadlocks when two batched eigh calls (the float32 loop's and the float64
+# finish's orthogonaliser, independent so run concurrently) each wait for the same
+# 2-thread pool.
+BATCHING = "auto"
+
+
+def batching_mode() -> str:
+    if BATCHING not in ("auto", "vmap", "map"):
+        raise ValueError(f"unknown batching {BATCHING!r}; valid: auto, vmap, map")
+    if BATCHING != "auto":
+        return BATCHING
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+
+
 @cache
-def _batched(settings: Settings, bucket: Bucket):
-    """The jitted, vmapped kernel for one bucket and setting (jax.jit caches per batch size)."""
+def _batched(settings: Settings, bucket: Bucket, mode: str):
+    """The jitted batched kernel for one bucket, setting and batching mode (jax.jit caches
+    per batch size)."""
 
     def run(batch, cycles):
         from qmgen.integrals.eri import vmap_width
 
         TRACE_COUNT[(bucket, settings)] = TRACE_COUNT.get((bucket, settings), 0) + 1
+        width = batch.n_occ.shape[0]
+        kernel = lambda args: _labels_kernel(*args, settings)
         # full-precision float32 products: no TF32 on GPUs (MATMUL_PRECISION)
-        with vmap_width(batch.n_occ.shape[0]), jax.default_matmul_precision(MATMUL_PRECISION):
-            return jax.vmap(lambda inp, c: _labels_kernel(inp, c, settings))(batch, cycles)
+        with jax.default_matmul_precision(MATMUL_PRECISION):
+            if width == 1 or mode == "map":
+                # the plain single-molecule program (in a loop for several molecules)
+                if width == 1:
+                    one = jax.tree_util.tree_map(lambda x: x[0], (batch, cycles))
+                    return jax.tree_util.tree_map(lambda x: x[None], kernel(one))
+                return jax.lax.map(kernel, (batch, cycles))
+            with vmap_width(width):
+                return jax.vmap(lambda inp, c: kernel((inp, c)))(batch, cycles)
 
     return jax.jit(run)
 
@@ -340,7 +367,7 @@ def compute(
     dtype = np.float32 if precision == "float32" else np.float64
     for bucket, members in buckets.items():
         size = batch_size or default_batch_size(bucket, settings)
-        fn = _batched(settings, bucket)
+        fn = _batched(settings, bucket, batching_mode())
         budget = settings.max_cycle
         if size > 1:
             budget = min(budget, int(cycle_budget or DEFAULT_CYCLE_BUDGET))

@@ -9,10 +9,11 @@ import pytest
 from molecules import AMMONIUM, METHANE, WATER
 
 import qmgen
-from qmgen import Molecule
+from qmgen import Molecule, engine
 from qmgen.engine import TRACE_COUNT, batch_ladder, split_batches
 from qmgen.reference import reference_labels
 from qmgen.status import Status
+from qmgen.units import HARTREE_TO_EV
 
 KW = dict(conv_tol=1e-10, batch_size=2, min_bucket_size=3)
 
@@ -106,3 +107,40 @@ def test_jacobi_eigensolver_in_the_scf_matches_pyscf(k):
 def test_bad_eigensolver_is_refused():
     with pytest.raises(ValueError, match="valid: auto, lapack, jacobi"):
         qmgen.compute([small()[0]], eigensolver="qr")
+
+
+@pytest.fixture
+def vmap_batches():
+    """Force the accelerators' batching (one vmapped program) on the CPU."""
+    engine.BATCHING = "vmap"
+    yield
+    engine.BATCHING = "auto"
+
+
+def test_vmapped_batches_with_stragglers_match_pyscf(vmap_batches):
+    assert engine.batching_mode() == "vmap"
+    out = qmgen.compute(list(small()), **KW, cycle_budget=3)
+    for k, got in enumerate(out):
+        assert got["status"] == Status.OK and got["n_iter"] > 3
+        assert abs(got["energy"] - ref(k)["energy"]) < 1e-8
+        assert np.max(np.abs(got["mo_energy"] - ref(k)["mo_energy"])) < 1e-6
+
+
+def test_float32_batches_on_cpu_finish_and_match_pyscf():
+    """float32 mode with several molecules per call (on CPU a lax.map over molecules: two
+    concurrent batched LAPACK eigh calls deadlock jaxlib's 2-thread CPU pool)."""
+    assert engine.batching_mode() == "map"
+    out = qmgen.compute(list(small()), **KW, precision="float32")
+    for k, got in enumerate(out):
+        assert got["status"] == Status.OK
+        assert abs(got["energy"] - ref(k)["energy"]) * HARTREE_TO_EV < 1e-3
+        assert abs(got["gap"] - ref(k)["gap"]) * HARTREE_TO_EV < 1e-3
+
+
+def test_unknown_batching_is_refused():
+    engine.BATCHING = "pmap"
+    try:
+        with pytest.raises(ValueError, match="valid: auto, vmap, map"):
+            engine.batching_mode()
+    finally:
+        engine.BATCHING = "auto"
