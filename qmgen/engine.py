@@ -391,9 +391,13 @@ def compute(
                     dm = np.asarray(passes[i]["dm_scf"], dtype)
                     prepared[i] = (dataclasses.replace(inp, dm0=dm), layout)
                 more = _run_batches(fn, stragglers, prepared, size, settings.max_cycle - budget)
-                for i, rec in more.items():
+                for key, rec in more.items():
+                    if isinstance(key, tuple):  # the continuation raised: a failure record
+                        passes.pop(key[1], None)
+                        passes[key] = rec
+                        continue
                     rec["n_iter"] = rec["n_iter"] + budget
-                    passes[i] = rec
+                    passes[key] = rec
             for i in chunk:
                 if i in passes:
                     results[i] = _unpack(passes[i], molecules[i], prepared[i][1], settings)

@@ -144,3 +144,25 @@ def test_unknown_batching_is_refused():
             engine.batching_mode()
     finally:
         engine.BATCHING = "auto"
+
+
+def test_a_failing_straggler_pass_gives_failure_records(monkeypatch):
+    """If the continuation call raises (device error, out of memory), its molecules become
+    COMPUTE_ERROR records and the others keep their labels."""
+    real = engine._batched
+
+    def flaky(settings, bucket, mode):
+        fn = real(settings, bucket, mode)
+
+        def run(batch, cycles):
+            if int(np.max(cycles)) < settings.max_cycle:  # the straggler pass
+                raise RuntimeError("device lost")
+            return fn(batch, cycles)
+
+        return run
+
+    monkeypatch.setattr(engine, "_batched", flaky)
+    # budget 1: every molecule goes on to the straggler pass, which raises
+    out = qmgen.compute(list(small()), **KW, cycle_budget=1)
+    assert all(r["status"] == Status.COMPUTE_ERROR for r in out)
+    assert all("device lost" in r["message"] for r in out)
