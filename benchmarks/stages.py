@@ -155,7 +155,7 @@ def stage_programs(settings: Settings, bucket, inputs64, inputs_loop):
     def finish(i64, h64, d):
         from qmgen.refine import refine_float64
 
-        e, c = jnp.linalg.eigh(d)  # natural orbitals as stand-in converged orbitals
+        _, c = jnp.linalg.eigh(d)  # natural orbitals as stand-in converged orbitals
         occ_ = jnp.where(jnp.arange(n) >= n - i64.n_occ, 2.0, 0.0)
         return refine_float64(i64, h64, c[:, ::-1], occ_[::-1], xc)
 

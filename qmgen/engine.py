@@ -137,7 +137,9 @@ def _labels_kernel(inputs, cycles, settings: Settings):
         dm_scf=res["dm"],
     )
     if f32:
-        fine = refine.refine_float64(inp64, ham64, res["mo_coeff"], res["mo_occ"], settings.xc)
+        fine = refine.refine_float64(
+            inp64, ham64, res["mo_coeff"], res["mo_occ"], settings.xc, settings.eigensolver
+        )
         # |g| after the float64 cycles; they must not have made it worse
         out["scf_error"] = fine["scf_error"]
         out["converged"] = res["converged"] & (fine["scf_error"] <= F32_CONV_TOL_GRAD)
@@ -371,50 +373,47 @@ def compute(
         budget = settings.max_cycle
         if size > 1:
             budget = min(budget, int(cycle_budget or DEFAULT_CYCLE_BUDGET))
-        prepared = {}
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
-            prepared.update((i, prepare(molecules[i], bucket, grid_level, dtype)) for i in chunk)
-            passes = _run_batches(fn, chunk, prepared, size, budget)
+            prepared = {i: prepare(molecules[i], bucket, grid_level, dtype) for i in chunk}
+            passes, failed = _run_batches(fn, chunk, prepared, size, budget)
             stragglers = [
                 i
-                for i in chunk
-                if i in passes
-                and not passes[i]["scf_converged"][()]
-                and int(passes[i]["n_iter"]) >= budget
-                and budget < settings.max_cycle
+                for i, rec in passes.items()
+                if not rec["scf_converged"][()] and int(rec["n_iter"]) >= budget
             ]
-            if stragglers:
+            if stragglers and budget < settings.max_cycle:
                 # continue from the last density with the cycles left, batched together
                 for i in stragglers:
                     inp, layout = prepared[i]
                     dm = np.asarray(passes[i]["dm_scf"], dtype)
                     prepared[i] = (dataclasses.replace(inp, dm0=dm), layout)
-                more = _run_batches(fn, stragglers, prepared, size, settings.max_cycle - budget)
-                for key, rec in more.items():
-                    if isinstance(key, tuple):  # the continuation raised: a failure record
-                        passes.pop(key[1], None)
-                        passes[key] = rec
-                        continue
+                more, more_failed = _run_batches(
+                    fn, stragglers, prepared, size, settings.max_cycle - budget
+                )
+                for i, rec in more.items():
                     rec["n_iter"] = rec["n_iter"] + budget
-                    passes[key] = rec
+                    passes[i] = rec
+                for i, rec in more_failed.items():  # the continuation raised
+                    del passes[i]
+                    failed[i] = rec
             for i in chunk:
-                if i in passes:
-                    results[i] = _unpack(passes[i], molecules[i], prepared[i][1], settings)
-                else:
-                    results[i] = passes.get(("error", i))
-                prepared.pop(i, None)
+                results[i] = (
+                    _unpack(passes[i], molecules[i], prepared[i][1], settings)
+                    if i in passes
+                    else failed[i]
+                )
             done += len(chunk)
             report(done)
     report(None)
     return results
 
 
-def _run_batches(fn, indices, prepared, size: int, cycles: int) -> dict:
+def _run_batches(fn, indices, prepared, size: int, cycles: int) -> tuple[dict, dict]:
     """Run molecules ``indices`` (prepared inputs) in ladder-sized calls of ``fn``, each
-    allowed ``cycles`` SCF cycles. Returns {index: per-molecule outputs}, and for a call
-    that raised {("error", index): failure record} for its molecules."""
-    out, start = {}, 0
+    allowed ``cycles`` SCF cycles. Returns ({index: per-molecule outputs}, {index: failure
+    record} for the molecules of calls that raised)."""
+    out, failed, start = {}, {}, 0
     for n_real, bs in split_batches(len(indices), size):
         chunk = indices[start : start + n_real]
         start += n_real
@@ -425,11 +424,11 @@ def _run_batches(fn, indices, prepared, size: int, cycles: int) -> dict:
             res = jax.device_get(fn(stack(items), cyc))
         except Exception as err:  # noqa: BLE001 - a failed batch must not sink the run
             for i in chunk:
-                out[("error", i)] = _failure(Status.COMPUTE_ERROR, f"{type(err).__name__}: {err}")
+                failed[i] = _failure(Status.COMPUTE_ERROR, f"{type(err).__name__}: {err}")
             continue
         for k, i in enumerate(chunk):
             out[i] = {key: np.asarray(v[k]) for key, v in res.items()}
-    return out
+    return out, failed
 
 
 def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:

@@ -34,8 +34,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from qmgen.linalg import eigh
-from qmgen.scf import Hamiltonian, SCFInputs, SCFOptions, run_scf
+from qmgen.scf import Hamiltonian, SCFInputs, SCFOptions, _orthogonalizer, run_scf
 
 REFINE_CYCLES = 4
 
@@ -46,14 +45,16 @@ def _to64(tree):
     )
 
 
-def refine_float64(inputs64: SCFInputs, ham64: Hamiltonian, mo_coeff32, mo_occ32, xc: str) -> dict:
+def refine_float64(
+    inputs64: SCFInputs, ham64: Hamiltonian, mo_coeff32, mo_occ32, xc: str, eigensolver="auto"
+) -> dict:
     """Energy, orbital energies and matrices in float64 from a float32 SCF.
 
     Args:
       inputs64: the molecule's inputs in float64. ham64: its float64 Hamiltonian, the one
         the float32 iterations used a cast copy of (built once: integrals, grid, AO
         values and J/K layouts are not recomputed here). mo_coeff32, mo_occ32: the
-        converged float32 orbitals and occupations.
+        converged float32 orbitals and occupations. eigensolver: see ``qmgen.linalg.eigh``.
 
     Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), dm (n, n), scf_error (the
     float64 |g|), all float64.
@@ -62,13 +63,17 @@ def refine_float64(inputs64: SCFInputs, ham64: Hamiltonian, mo_coeff32, mo_occ32
     occ = mo_occ32.astype(jnp.float64)
     c = mo_coeff32.astype(jnp.float64) * (occ > 0)
     m = c.T @ s @ c + jnp.diag((occ == 0).astype(jnp.float64))  # identity on virtuals
-    e, u = eigh(m)
-    c = c @ ((u * (1.0 / jnp.sqrt(e))) @ u.T)
+    c = c @ _orthogonalizer(m, eigensolver)  # C (C^T S C)^{-1/2}
     dm = (c * occ) @ c.T
     # a fixed number of float64 DIIS cycles from the purified density (tolerances 0: no
     # early exit), then PySCF's final diagonalisation inside run_scf
     opts = SCFOptions(
-        xc=xc, conv_tol=0.0, conv_tol_grad=0.0, max_cycle=REFINE_CYCLES, diis_start_cycle=0
+        xc=xc,
+        conv_tol=0.0,
+        conv_tol_grad=0.0,
+        max_cycle=REFINE_CYCLES,
+        diis_start_cycle=0,
+        eigensolver=eigensolver,
     )
     res = run_scf(dataclasses.replace(inputs64, dm0=dm), opts, ham64)
     return dict(
