@@ -326,6 +326,8 @@ def compute(
     _check_options(xc, basis, grid_level, precision)
     if eigensolver not in EIGENSOLVERS:
         raise ValueError(f"unknown eigensolver {eigensolver!r}; valid: {', '.join(EIGENSOLVERS)}")
+    if cycle_budget is not None and (not isinstance(cycle_budget, int) or cycle_budget < 1):
+        raise ValueError(f"cycle_budget must be a positive number of SCF cycles: {cycle_budget!r}")
     enable_compilation_cache()
     policy = policy or BucketPolicy()
     settings = Settings(
@@ -372,7 +374,7 @@ def compute(
         fn = _batched(settings, bucket, batching_mode())
         budget = settings.max_cycle
         if size > 1:
-            budget = min(budget, int(cycle_budget or DEFAULT_CYCLE_BUDGET))
+            budget = min(budget, cycle_budget or DEFAULT_CYCLE_BUDGET)
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
             prepared = {i: prepare(molecules[i], bucket, grid_level, dtype) for i in chunk}

@@ -109,6 +109,12 @@ def test_bad_eigensolver_is_refused():
         qmgen.compute([small()[0]], eigensolver="qr")
 
 
+@pytest.mark.parametrize("budget", [0, -3, 2.5])
+def test_bad_cycle_budget_is_refused(budget):
+    with pytest.raises(ValueError, match="cycle_budget must be a positive number"):
+        qmgen.compute([small()[0]], cycle_budget=budget)
+
+
 @pytest.fixture
 def vmap_batches():
     """Force the accelerators' batching (one vmapped program) on the CPU."""
