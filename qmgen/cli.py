@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 
 # module paths that define subcommands, in the order ``qmgen --help`` lists them
 COMMAND_MODULES = (
@@ -20,7 +21,11 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="qmgen", description="Generate DFT datasets with JAX kernels (see README.md)."
+        prog="qmgen",
+        description="Generate DFT datasets with JAX kernels (see README.md).",
+        epilog="Exit codes: 0 done, 1 done with failed shards or problems found, 2 user "
+        "error, 3 environment error (disk, permissions, network, lock), 4 internal error, "
+        "130 interrupted.",
     )
     from qmgen import __version__
 
@@ -28,16 +33,53 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; errors become one line on stderr and an exit code
+    (:mod:`qmgen.errors`), with the traceback only under ``--debug``."""
+    from qmgen.errors import (
+        EXIT_INTERNAL,
+        EXIT_INTERRUPTED,
+        EXIT_USER,
+        QmgenError,
+        environment_problem,
+    )
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+        return EXIT_USER
+    prefix = f"qmgen {args.command}"
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(
+            f"\n{prefix}: interrupted; finished work is kept: rerun the same command to go on",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - every error ends as one line and a code
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(err, OSError):
+            err = environment_problem(err) or err
+        if isinstance(err, QmgenError):
+            code = err.exit_code
+        elif isinstance(err, (ValueError, FileNotFoundError, IsADirectoryError)):
+            code = EXIT_USER  # refused options and paths raised as the builtin types
+        else:
+            if not args.debug:
+                traceback.print_exc()
+            print(f"{prefix}: internal error (a bug in qmgen; please report it)", file=sys.stderr)
+            return EXIT_INTERNAL
+        text = " ".join(str(err).split()) or type(err).__name__
+        print(f"{prefix}: error: {text}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

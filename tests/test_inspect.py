@@ -69,14 +69,17 @@ def test_verify_reports_missing_and_unindexed_shards(copy, capsys):
 
 def test_verify_row_count_mismatch_and_notes(copy):
     index = mf.read_index(copy)
-    index["shards"][0]["n_rows"] = 31
+    index["shards"][0]["n_rows"] = 31  # the offsets after it no longer add up
     mf.atomic_write_text(copy / mf.INDEX_NAME, json.dumps(index))
     (copy / "shards" / ".shard-000009.h5.tmp-123-abc").write_bytes(b"partial")
     problems, summary = verify_dataset(copy)
-    messages = [m for _, _, m in problems]
-    assert "shard has 30 rows, index.json says 31" in messages
-    assert any("row offsets" in m for m in messages)
+    assert any("row_offset 30, the rows before it add up to 31" in m for _, _, m in problems)
     assert any("temporary file" in note for note in summary["notes"])
+    # a consistent index (offsets and totals rewritten) that disagrees with the shard
+    consistent = mf.build_index(index["attrs"], index["shards"])
+    mf.atomic_write_text(copy / mf.INDEX_NAME, json.dumps(consistent))
+    problems, _ = verify_dataset(copy)
+    assert "shard has 30 rows, index.json says 31" in [m for _, _, m in problems]
 
 
 def test_truncated_index_is_reported(copy, capsys):

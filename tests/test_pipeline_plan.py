@@ -89,15 +89,14 @@ def test_options_are_validated():
 
 def test_changed_options_are_refused(tmp_path, smi):
     root = tmp_path / "ds"
-    opts = GenerateOptions()
-    config = dict(options=opts.to_dict(), options_hash=opts.digest("abc"), input={"sha256": "abc"})
+    root.mkdir()
+    opts, sha = GenerateOptions(), "ab" * 32
+    config = dict(options=opts.to_dict(), options_hash=opts.digest(sha), input={"sha256": sha})
     assert prepare_directory(root, config, new=False) is False
     (root / "config.json").write_text(json.dumps(config))
     assert prepare_directory(root, config, new=False) is True  # same options: resume
     other = GenerateOptions(basis="6-31g", forces=True)
-    changed = dict(
-        options=other.to_dict(), options_hash=other.digest("abc"), input={"sha256": "abc"}
-    )
+    changed = dict(options=other.to_dict(), options_hash=other.digest(sha), input={"sha256": sha})
     with pytest.raises(DatasetExistsError) as info:
         prepare_directory(root, changed, new=False)
     text = str(info.value)

@@ -281,7 +281,13 @@ def test_check_shard_finds_problems(tmp_path):
 
 def test_manifest_append_read_and_torn_line(tmp_path):
     entries = [
-        dict(shard_id=i, file=f"shards/{mf.shard_filename(i)}", n_rows=i, n_failures=0, sha256="0")
+        dict(
+            shard_id=i,
+            file=f"shards/{mf.shard_filename(i)}",
+            n_rows=i,
+            n_failures=0,
+            sha256="0" * 64,
+        )
         for i in range(3)
     ]
     for e in entries[:2]:

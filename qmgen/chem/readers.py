@@ -376,12 +376,17 @@ def _sdf_record(mol, index: int, raw: str, options: ChemOptions) -> InputRecord:
     charge = Chem.GetFormalCharge(mol)
     canonical = ""
     try:
+        if mol.GetNumAtoms() > options.max_atoms:  # before RDKit's recursive algorithms
+            raise ChemError(
+                Status.TOO_LARGE,
+                f"{what} has {mol.GetNumAtoms()} atoms (maximum {options.max_atoms})",
+            )
         validate_mol(mol, options, what)
         has_3d = mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
         if has_3d:
             Chem.AssignStereochemistryFrom3D(mol)
-        canonical = canonical_smiles(mol)
         check_size(mol, options, what)
+        canonical = canonical_smiles(mol)
         note = ""
         if has_3d:
             mh = Chem.AddHs(mol, addCoords=True)

@@ -25,6 +25,8 @@ OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 DEFAULT_ELEMENTS = frozenset({"H", "C", "N", "O", "F"})
 DEFAULT_MAX_ATOMS = 64  # including hydrogens; a 9-heavy-atom molecule has at most ~30
+SMILES_CHARS_PER_ATOM = 20  # generous: "[13CH2+]", a bond, two ring closures "%12%13"
+MESSAGE_CHARS = 500  # failure messages are cut to this (they quote excerpts of the input)
 
 _SYMBOL_RE = re.compile(r"[A-Z][a-z]?")
 
@@ -93,6 +95,19 @@ class ChemOptions:
     max_opt_iters: int = 500
     prune_rms: float | None = None
     xyz_smiles: bool = True
+
+    @property
+    def max_smiles_chars(self) -> int:
+        """Longest SMILES accepted, checked before RDKit parses it (derived from
+        ``max_atoms``: RDKit's recursive canonicalisation crashes on chains of 20,000+
+        atoms, so size must be known before RDKit sees the text)."""
+        return SMILES_CHARS_PER_ATOM * int(self.max_atoms) + 100
+
+    @property
+    def max_smiles_atoms(self) -> int:
+        """Most atoms a SMILES may spell out before RDKit sees it: 4 x ``max_atoms``, so
+        near misses still get RDKit's exact count and a canonical SMILES."""
+        return 4 * int(self.max_atoms)
 
     def __post_init__(self):
         object.__setattr__(self, "elements", parse_elements(self.elements))
@@ -181,11 +196,13 @@ def failure(
     charge: int = 0,
     format: InputFormat = "smiles",
 ) -> InputRecord:
-    """A failure record (no conformers)."""
+    """A failure record (no conformers); ``message`` is cut to MESSAGE_CHARS."""
+    from qmgen.errors import clip
+
     return InputRecord(
         molecule_index=index,
         status=Status(status),
-        message=message,
+        message=clip(message, MESSAGE_CHARS),
         smiles=smiles,
         name=name,
         charge=charge,

@@ -22,12 +22,16 @@ import re
 from typing import TYPE_CHECKING
 
 from qmgen.chem.records import ChemError, ChemOptions, InputRecord, failure
+from qmgen.errors import clip, excerpt
 from qmgen.status import Status
 
 if TYPE_CHECKING:
     from rdkit import Chem
 
 _LOG_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*")
+# one match per atom of a SMILES: bracket atom, two-letter organic, one-letter organic
+# (aromatic too), wildcard; exact for valid SMILES (implicit hydrogens not counted)
+_SMILES_ATOM = re.compile(r"\[[^\]]*\]|Cl|Br|[BCNOPSFI]|[bcnops]|\*")
 
 
 @contextlib.contextmanager
@@ -62,7 +66,7 @@ def _parse_reason(lines: list[str]) -> str:
     """The informative part of RDKit's SMILES parse error log."""
     for ln in lines:
         if ln.startswith("SMILES Parse Error:"):
-            return ln.removeprefix("SMILES Parse Error:").strip()
+            return clip(ln.removeprefix("SMILES Parse Error:").strip(), 160)
     return "RDKit could not parse it"
 
 
@@ -77,6 +81,7 @@ def parse_smiles(smiles: str, options: ChemOptions) -> Chem.Mol:
     text = smiles.strip()
     if not text:
         raise ChemError(Status.INVALID_INPUT, "empty SMILES")
+    check_smiles_size(text, options)
     with rdkit_log_capture() as log:
         mol = Chem.MolFromSmiles(text, sanitize=False)
     if mol is None:
@@ -84,6 +89,25 @@ def parse_smiles(smiles: str, options: ChemOptions) -> Chem.Mol:
     if mol.GetNumAtoms() == 0:
         raise ChemError(Status.INVALID_INPUT, f"SMILES {short(text)} has no atoms")
     return validate_mol(mol, options, what=f"SMILES {short(text)}")
+
+
+def check_smiles_size(text: str, options: ChemOptions) -> None:
+    """TOO_LARGE, without RDKit, for a SMILES longer than ``options.max_smiles_chars``
+    or spelling out more atoms than ``options.max_smiles_atoms``."""
+    limit = options.max_smiles_chars
+    if len(text) > limit:
+        raise ChemError(
+            Status.TOO_LARGE,
+            f"SMILES {excerpt(text)} is longer than the {limit} characters allowed for "
+            f"molecules of at most {options.max_atoms} atoms (--max-atoms)",
+        )
+    n = len(_SMILES_ATOM.findall(text))
+    if n > options.max_smiles_atoms:
+        raise ChemError(
+            Status.TOO_LARGE,
+            f"SMILES {short(text)} has {n} atoms before hydrogens are added "
+            f"(maximum {options.max_atoms} including hydrogens)",
+        )
 
 
 def validate_mol(mol: Chem.Mol, options: ChemOptions, what: str = "molecule") -> Chem.Mol:

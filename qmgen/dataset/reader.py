@@ -341,7 +341,9 @@ def _index_from_manifest(root: Path) -> dict:
     attrs = {}
     for entry in mf.latest_entries(entries):
         try:
-            with ShardReader(root / entry["file"]) as reader:
+            where = f"{mf.MANIFEST_NAME} shard {entry['shard_id']}"
+            path = mf.shard_file(root, entry["file"], where)
+            with ShardReader(path) as reader:
                 attrs = read_attrs(reader.file, shard_keys=False)
             break
         except (OSError, CorruptShardError):

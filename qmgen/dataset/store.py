@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from qmgen.dataset.columns import Columns
+from qmgen.pipeline.manifest import shard_file
 from qmgen.pipeline.shards import (
     ROW_SCALARS,
     CorruptShardError,
@@ -73,6 +74,7 @@ class Store:
         self._meta: dict = {}
         self._hashing: dict = {}  # shard -> Future of (stat key, sha256) from a thread
         self._executor = None
+        self._confined: set = set()  # shards whose file resolved inside the dataset
 
     def __getstate__(self):
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -101,7 +103,16 @@ class Store:
         return s, g - self.offsets[s]
 
     # ---------------------------------------------------------------- files
+    def _confine(self, s: int) -> None:
+        """Refuse shard ``s`` unless its file resolves (symlinks followed) inside the
+        dataset directory; checked once per process, before the file is read."""
+        if s not in self._confined:
+            where = f"index.json shard {self.shards[s]['shard_id']}"
+            shard_file(self.root, self.shards[s]["file"], where)
+            self._confined.add(s)
+
     def _check_file(self, s: int) -> None:
+        self._confine(s)
         path, entry = self.files[s], self.shards[s]
         try:
             st = os.stat(path)
@@ -141,8 +152,9 @@ class Store:
             if s in self._hashing or s in self._handles or not self.n_rows[s]:
                 continue
             try:
+                self._confine(s)
                 st = os.stat(self.files[s])
-            except OSError:
+            except (OSError, ValueError):
                 continue  # reported when the shard is opened
             if _VERIFIED.get((str(self.files[s]), st.st_size, st.st_mtime_ns)) is not None:
                 continue

@@ -60,6 +60,11 @@ def register(subparsers) -> None:
         action="store_true",
         help="delete a dataset already in --out instead of resuming it",
     )
+    g.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another run is writing --out, wait for it to end instead of refusing",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--quiet", "-q", action="store_true", help="warnings only")
     p.set_defaults(func=run_generate)
@@ -96,10 +101,11 @@ def _logging(quiet: bool) -> None:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    """Run ``qmgen generate``; exit code 0 done, 1 some shards failed, 2 refused."""
+    """Run ``qmgen generate``; exit code 0 done, 1 some shards failed (raised as
+    :class:`~qmgen.pipeline.run.PipelineError`); errors as in :mod:`qmgen.errors`."""
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from qmgen.pipeline.run import DatasetExistsError, PipelineError, generate
+    from qmgen.pipeline.run import generate
 
     _logging(args.quiet)
     options = dict(
@@ -121,24 +127,18 @@ def run_generate(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         batch_size=args.batch_size,
     )
-    try:
-        with logging_redirect_tqdm():
-            summary = generate(
-                args.input,
-                args.out,
-                workers=args.workers,
-                scheduler=args.scheduler,
-                new=args.new,
-                progress=not args.no_progress,
-                conformer_processes=args.conformer_processes,
-                **options,
-            )
-    except (DatasetExistsError, ValueError, FileNotFoundError) as err:
-        print(f"qmgen generate: error: {err}", file=sys.stderr)
-        return 2
-    except PipelineError as err:
-        print(f"qmgen generate: {err}", file=sys.stderr)
-        return 1
+    with logging_redirect_tqdm():
+        summary = generate(
+            args.input,
+            args.out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            new=args.new,
+            progress=not args.no_progress,
+            conformer_processes=args.conformer_processes,
+            wait=args.wait,
+            **options,
+        )
     out = summary["out_dir"]
     failed = summary["n_failures"]
     first = ", ds[0]['energy']" if summary["n_rows"] else ""
@@ -162,10 +162,6 @@ def run_validate(args: argparse.Namespace) -> int:
     from qmgen.pipeline.validate import format_report, validate_dataset
 
     _logging(args.quiet)
-    try:
-        report = validate_dataset(args.dir, sample=args.sample, seed=args.seed, plot=args.plot)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"qmgen validate: error: {err}", file=sys.stderr)
-        return 2
+    report = validate_dataset(args.dir, sample=args.sample, seed=args.seed, plot=args.plot)
     print(format_report(report))
     return 0 if report["ok"] else 1

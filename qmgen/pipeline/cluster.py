@@ -153,11 +153,61 @@ def local_cluster(workers: int | None = None, allowed_failures: int = 3):
     return cluster, client
 
 
+def probe_scheduler(address: str, timeout: float = 5.0) -> None:
+    """Fail fast, with the real reason, when nothing accepts TCP connections at
+    ``address`` (Dask's own client retries a refused connection until its timeout and
+    then reports a time-out). Raises :class:`~qmgen.errors.EnvironmentProblem`."""
+    import socket
+
+    from distributed.comm import parse_address
+    from distributed.comm.addressing import parse_host_port
+
+    from qmgen.errors import EnvironmentProblem, UserError
+
+    try:
+        scheme, location = parse_address(address)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"--scheduler {address!r} is not a Dask address ({err})") from None
+    if scheme not in ("tcp", "tls"):
+        return  # inproc:// and other transports: leave it to Dask
+    try:
+        host, port = parse_host_port(location)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"--scheduler {address!r}: {err}; write tcp://HOST:PORT") from None
+    hint = "start it with `dask scheduler` (and `dask worker ADDRESS`), or fix --scheduler"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except ConnectionRefusedError:
+        raise EnvironmentProblem(
+            f"no Dask scheduler at {address}: connection refused; {hint}"
+        ) from None
+    except socket.gaierror as err:
+        raise EnvironmentProblem(
+            f"cannot resolve the scheduler host {host!r} ({err.strerror}); {hint}"
+        ) from None
+    except TimeoutError:
+        raise EnvironmentProblem(
+            f"no answer from the Dask scheduler at {address} within {timeout:g} s "
+            f"(firewall or wrong host?); {hint}"
+        ) from None
+    except OSError as err:
+        raise EnvironmentProblem(f"cannot reach {address}: {err.strerror or err}; {hint}") from None
+
+
 def connect(address: str, timeout: float = 30):
-    """A client of the existing Dask scheduler at ``address``."""
+    """A client of the existing Dask scheduler at ``address`` (probed first, see
+    :func:`probe_scheduler`)."""
     from distributed import Client
 
-    client = Client(address, timeout=timeout)
+    from qmgen.errors import EnvironmentProblem
+
+    probe_scheduler(address)
+    try:
+        client = Client(address, timeout=timeout)
+    except OSError as err:  # accepts TCP but does not speak Dask, or times out
+        raise EnvironmentProblem(
+            f"could not connect to the Dask scheduler at {address}: {err}"
+        ) from None
     n = len(client.nthreads())
     log.info("connected to Dask scheduler %s: %d workers", address, n)
     if not n:

@@ -26,19 +26,118 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from qmgen.errors import UserError, excerpt
 from qmgen.pipeline.shards import SCHEMA_VERSION, json_default, sha256_file
 
 INDEX_NAME = "index.json"
 MANIFEST_NAME = "manifest.jsonl"
 SHARDS_DIR = "shards"
 ENTRY_KEYS = ("shard_id", "file", "n_rows", "n_failures", "sha256")
+MAX_SHARD_ID = 2**31 - 1
+MAX_COUNT = 2**40  # rows or failures of one shard, bytes of a shard file: far above any real one
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class DatasetIndexError(Exception):
-    """index.json or manifest.jsonl is missing pieces or cannot be parsed."""
+class DatasetIndexError(UserError):
+    """index.json or manifest.jsonl is missing pieces, cannot be parsed, or holds values
+    that cannot be trusted (negative counts, shard files outside the dataset)."""
+
+
+# ------------------------------------------------------------------ trust checks
+def _count(entry: dict, key: str, where: str, high: int = MAX_COUNT) -> int:
+    value = entry[key]
+    if type(value) is not int or not 0 <= value <= high:  # bool and float refused too
+        raise DatasetIndexError(
+            f"{where}: {key} must be an integer in 0..{high}, got {excerpt(value)}"
+        )
+    return value
+
+
+def shard_file(root, name, where: str = "", resolve: bool = True) -> Path:
+    """The path of shard file ``name`` (as written in index/manifest) inside ``root``.
+
+    Accepted only as a relative POSIX name below ``shards/`` ending in ``.h5``, without
+    ``..``, that resolves (symlinks followed) inside the dataset directory; anything else
+    raises :class:`DatasetIndexError` naming the entry, so a hostile index can never make
+    qmgen read (or hash, or serve rows of) a file elsewhere. ``resolve=False`` checks the
+    name only (no file system access; whoever opens the file resolves it then).
+    """
+    where = where or "shard entry"
+    bad = None
+    if not isinstance(name, str) or not name:
+        bad = "is not a file name"
+    elif "\\" in name or "\0" in name or ":" in name:
+        bad = "contains a backslash, colon or NUL"
+    else:
+        parts = PurePosixPath(name).parts
+        if PurePosixPath(name).is_absolute():
+            bad = "is an absolute path"
+        elif ".." in parts or "." in parts or name != PurePosixPath(name).as_posix():
+            bad = "is not a plain relative path"
+        elif len(parts) < 2 or parts[0] != SHARDS_DIR or not name.endswith(".h5"):
+            bad = f"is not an .h5 file below {SHARDS_DIR}/"
+    if bad is None and resolve:
+        base = os.path.realpath(root)
+        real = os.path.realpath(os.path.join(base, name))
+        if os.path.commonpath([base, real]) != base:
+            bad = "resolves (through a symlink) outside the dataset directory"
+    if bad:
+        raise DatasetIndexError(f"{where}: shard file {excerpt(name)} {bad}; refused")
+    return Path(root) / name
+
+
+def check_entry(entry, root, where: str, resolve: bool = False) -> dict:
+    """Validate one shard entry of index.json or manifest.jsonl (types, ranges, file name;
+    with ``resolve`` also where the file resolves, see :func:`shard_file`); returns it.
+    Raises :class:`DatasetIndexError` naming ``where``."""
+    if not isinstance(entry, dict):
+        raise DatasetIndexError(f"{where}: not a shard entry (a JSON object), got {excerpt(entry)}")
+    missing = [k for k in ENTRY_KEYS if k not in entry]
+    if missing:
+        raise DatasetIndexError(f"{where}: shard entry lacks {missing}")
+    sid = _count(entry, "shard_id", where, MAX_SHARD_ID)
+    where = f"{where} (shard {sid})"
+    _count(entry, "n_rows", where)
+    _count(entry, "n_failures", where)
+    if entry.get("size") is not None:
+        _count(entry, "size", where)
+    if "row_offset" in entry:
+        _count(entry, "row_offset", where, 2**62)
+    if not isinstance(entry["sha256"], str) or not _SHA256.fullmatch(entry["sha256"]):
+        raise DatasetIndexError(f"{where}: sha256 is not 64 hex digits: {excerpt(entry['sha256'])}")
+    shard_file(root, entry["file"], where, resolve)
+    return entry
+
+
+def load_json(path, what: str | None = None):
+    """Parsed JSON document of ``path``; malformed JSON (or JSON nested beyond reason)
+    raises :class:`DatasetIndexError` naming the file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetIndexError(
+            f"{path}: not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
+    return parse_json(text, f"{path}" if what is None else what)
+
+
+def parse_json(text: str, where: str):
+    """``json.loads(text)`` with errors as :class:`DatasetIndexError` naming ``where``."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetIndexError(
+            f"{where}: invalid JSON at line {err.lineno}, column {err.colno} ({err.msg})"
+        ) from None
+    except RecursionError:
+        raise DatasetIndexError(f"{where}: JSON nested too deeply to be a qmgen file") from None
+    except ValueError as err:  # e.g. an integer of more than 4300 digits
+        raise DatasetIndexError(f"{where}: unreadable JSON value ({err})") from None
 
 
 def shard_filename(shard_id: int) -> str:
@@ -125,7 +224,8 @@ def read_manifest(root) -> list[dict]:
     """All manifest entries in append order ([] when there is no manifest).
 
     A torn last line (one without its newline, left by a crash mid-append) is skipped with
-    a warning; an invalid complete line raises :class:`DatasetIndexError`.
+    a warning; an invalid complete line (bad JSON, a value out of range, a shard file
+    outside ``shards/``) raises :class:`DatasetIndexError` naming the line.
     """
     path = Path(root) / MANIFEST_NAME
     if not path.exists():
@@ -137,13 +237,12 @@ def read_manifest(root) -> list[dict]:
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
+        where = f"{path}, line {number}"
         try:
-            entry = json.loads(raw)
-            if not isinstance(entry, dict) or any(k not in entry for k in ENTRY_KEYS):
-                raise ValueError(f"not a manifest entry (needs {ENTRY_KEYS})")
-        except ValueError as err:
-            raise DatasetIndexError(f"{path}, line {number}: {err}") from err
-        entries.append(entry)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DatasetIndexError(f"{where}: not UTF-8 text") from None
+        entries.append(check_entry(parse_json(text, where), root, where))
     return entries
 
 
@@ -157,10 +256,14 @@ def completed_shards(root) -> dict[int, dict]:
     """Shards that count as done: manifest line present and file checksum matching.
 
     The pipeline resumes by skipping these shard ids and recomputing the others.
+    A line whose file is not where this qmgen puts that shard id never counts.
     """
     done = {}
     for entry in latest_entries(read_manifest(root)):
-        path = Path(root) / entry["file"]
+        path = shard_path(root, entry["shard_id"])
+        if entry["file"] != path.relative_to(root).as_posix():
+            continue
+        shard_file(root, entry["file"], f"{MANIFEST_NAME} (shard {entry['shard_id']})")
         if path.is_file() and sha256_file(path) == entry["sha256"]:
             done[int(entry["shard_id"])] = entry
     return done
@@ -195,21 +298,52 @@ def write_index(root, attrs: dict, entries) -> dict:
 
 
 def read_index(root) -> dict:
-    """Parsed index.json; raises FileNotFoundError or :class:`DatasetIndexError`."""
+    """Parsed and validated index.json; raises FileNotFoundError or
+    :class:`DatasetIndexError` (malformed JSON, wrong schema, values out of range or
+    inconsistent, duplicate shards, shard files outside ``shards/``)."""
     path = Path(root) / INDEX_NAME
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise DatasetIndexError(f"{path}: invalid JSON ({err})") from err
+    index = load_json(path)
+    return check_index(index, root, str(path))
+
+
+def check_index(index, root, where: str) -> dict:
+    """Validate an index.json document (see :func:`read_index`); returns it."""
+    if not isinstance(index, dict):
+        raise DatasetIndexError(f"{where}: not a JSON object")
     for key in ("schema_version", "attrs", "shards"):
         if key not in index:
-            raise DatasetIndexError(f"{path}: missing key {key!r}")
+            raise DatasetIndexError(f"{where}: missing key {key!r}")
     if index["schema_version"] != SCHEMA_VERSION:
         raise DatasetIndexError(
-            f"{path}: schema_version {index['schema_version']}, this qmgen reads {SCHEMA_VERSION}"
+            f"{where}: schema_version {excerpt(index['schema_version'])}, this qmgen reads "
+            f"{SCHEMA_VERSION}"
         )
-    for shard in index["shards"]:
-        missing = [k for k in ENTRY_KEYS if k not in shard]
-        if missing:
-            raise DatasetIndexError(f"{path}: shard entry lacks {missing}: {shard}")
+    if not isinstance(index["attrs"], dict) or not isinstance(index["shards"], list):
+        raise DatasetIndexError(f"{where}: attrs must be an object and shards a list")
+    ids, files, offset, failures = set(), set(), 0, 0
+    for i, shard in enumerate(index["shards"]):
+        check_entry(shard, root, f"{where}: shards[{i}]")
+        sid, name = shard["shard_id"], shard["file"]
+        if sid in ids or name in files:
+            raise DatasetIndexError(f"{where}: shards[{i}] repeats shard {sid} or its file")
+        ids.add(sid)
+        files.add(name)
+        if shard.get("row_offset", offset) != offset:
+            raise DatasetIndexError(
+                f"{where}: shards[{i}] row_offset {shard['row_offset']}, the rows before it "
+                f"add up to {offset}"
+            )
+        offset += shard["n_rows"]
+        failures += shard["n_failures"]
+    for key, value in dict(n_rows=offset, n_failures=failures).items():
+        if key in index and index[key] != value:
+            raise DatasetIndexError(
+                f"{where}: {key} {excerpt(index[key])}, the shards add up to {value}"
+            )
+    if "row_offsets" in index:
+        offsets = [0]
+        for shard in index["shards"]:
+            offsets.append(offsets[-1] + shard["n_rows"])
+        if index["row_offsets"] != offsets:
+            raise DatasetIndexError(f"{where}: row_offsets disagree with the shards' n_rows")
     return index

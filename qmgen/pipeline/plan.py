@@ -82,6 +82,10 @@ class GenerateOptions:
             raise ValueError(
                 f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"
             )
+        if not (isinstance(self.conv_tol, (int, float)) and 0 < self.conv_tol < 1):
+            raise ValueError(f"conv_tol must be a number in (0, 1), got {self.conv_tol!r}")
+        if self.max_cycle < 1:
+            raise ValueError(f"max_cycle must be >= 1, got {self.max_cycle}")
         if self.conformers < 1:
             raise ValueError(f"conformers must be >= 1, got {self.conformers}")
         for name in ("shard_size", "min_bucket_size", "chunk_size"):
@@ -332,11 +336,62 @@ def make_plan(input_path, options: GenerateOptions, input_sha256: str | None = N
 
 
 def read_json(path) -> dict | None:
-    """Parsed JSON file, or None when it does not exist."""
+    """Parsed JSON file, or None when it does not exist; malformed JSON raises
+    :class:`~qmgen.pipeline.manifest.DatasetIndexError` naming the file and line."""
+    from qmgen.pipeline.manifest import load_json
+
     path = Path(path)
     if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return load_json(path)
+
+
+def _hex_digest(doc: dict, key: str, where: str, required: bool = True) -> None:
+    from qmgen.pipeline.manifest import DatasetIndexError
+
+    value = doc.get(key)
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise DatasetIndexError(f"{where}: {key} is not a SHA-256 hex digest")
+
+
+def check_config(doc, where: str) -> dict:
+    """Validate a config.json document (types of options, input, hashes); returns it."""
+    from qmgen.pipeline.manifest import DatasetIndexError
+
+    if not isinstance(doc, dict):
+        raise DatasetIndexError(f"{where}: not a JSON object")
+    if not isinstance(doc.get("options"), dict) or not isinstance(doc.get("input"), dict):
+        raise DatasetIndexError(f"{where}: needs 'options' and 'input' objects")
+    _hex_digest(doc, "options_hash", where)
+    _hex_digest(doc["input"], "sha256", f"{where}: input")
+    _hex_digest(doc, "plan_hash", where, required=False)
+    return doc
+
+
+def check_plan(doc, where: str) -> dict:
+    """Validate a plan.json document: its hash over its own body, shard ids 0..n-1 and
+    non-negative counts; returns it."""
+    from qmgen.pipeline.manifest import DatasetIndexError
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("shards"), list):
+        raise DatasetIndexError(f"{where}: not a plan (an object with a 'shards' list)")
+    _hex_digest(doc, "plan_hash", where)
+    body = {k: v for k, v in doc.items() if k != "plan_hash"}
+    if hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() != doc["plan_hash"]:
+        raise DatasetIndexError(f"{where}: plan_hash does not match the plan's content")
+    for i, shard in enumerate(doc["shards"]):
+        ok = isinstance(shard, dict) and shard.get("shard_id") == i
+        ok = ok and _count_ok(shard.get("n_conformers"))
+        indices = shard.get("molecule_indices") if ok else None
+        if not ok or not isinstance(indices, list) or not all(map(_count_ok, indices)):
+            raise DatasetIndexError(f"{where}: shards[{i}] is not a valid shard plan")
+    return doc
+
+
+def _count_ok(value) -> bool:
+    return type(value) is int and 0 <= value < 2**62
 
 
 def option_changes(old: dict, new: dict) -> list[str]:

@@ -22,15 +22,25 @@ import os
 import shutil
 import time
 from collections import Counter
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from qmgen.errors import (
+    EnvironmentProblem,
+    QmgenError,
+    UserError,
+    environment_problem,
+    is_disk_full,
+)
 from qmgen.pipeline import manifest as mf
+from qmgen.pipeline.lock import LOCK_NAME, DirectoryLock
 from qmgen.pipeline.plan import (
     CONFIG_NAME,
     PLAN_NAME,
     GenerateOptions,
     Plan,
+    check_config,
+    check_plan,
     make_plan,
     option_changes,
     read_json,
@@ -45,11 +55,11 @@ SOFTWARE += ("distributed",)
 LEVEL_KEYS = ("xc", "basis", "grid_level", "precision", "forces", "conv_tol", "max_cycle")
 
 
-class DatasetExistsError(Exception):
+class DatasetExistsError(UserError):
     """The output directory holds a different dataset (or other files)."""
 
 
-class PipelineError(Exception):
+class PipelineError(QmgenError):
     """Some shards could not be computed; rerunning the command retries them."""
 
 
@@ -102,44 +112,69 @@ def clear_dataset(root: Path) -> None:
     shutil.rmtree(root / mf.SHARDS_DIR / ".staging", ignore_errors=True)
 
 
-def prepare_directory(root: Path, config: dict, new: bool) -> bool:
-    """Check ``root`` against ``config``; returns True when resuming a dataset there.
+def make_directory(root: Path) -> None:
+    """Create the output directory ``root``; a clear error when that is impossible."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out {root} exists and is not a directory; choose a directory path")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"--out {root}: a part of this path is a file, not a directory") from None
+    except OSError as err:
+        raise (environment_problem(err, str(root)) or err) from None
 
-    Refuses (:class:`DatasetExistsError`) a directory made with other options or holding
-    other files, unless ``new`` (then qmgen's files there are deleted first).
+
+def _stored(root: Path, name: str, check):
+    """A stored JSON file of the dataset, validated; unreadable ones refused (``--new``)."""
+    try:
+        doc = read_json(root / name)
+        return None if doc is None else check(doc, str(root / name))
+    except mf.DatasetIndexError as err:
+        raise DatasetExistsError(
+            f"{err}; this directory cannot be resumed: pass --new to delete the dataset "
+            "there and start over"
+        ) from None
+
+
+def prepare_directory(root: Path, config: dict, new: bool) -> bool:
+    """Check ``root`` (existing, locked) against ``config``; returns True when resuming
+    a dataset there.
+
+    Refuses (:class:`DatasetExistsError`) a directory made with other options, holding
+    other files or an unreadable config.json, unless ``new`` (then qmgen's files there
+    are deleted first, whatever state they are in).
     """
-    root.mkdir(parents=True, exist_ok=True)
-    old = read_json(root / CONFIG_NAME)
     if new:
         clear_dataset(root)
         return False
+    old = _stored(root, CONFIG_NAME, check_config)
     if old is None:
         if _dataset_files(root):
             raise DatasetExistsError(
                 f"{root} holds dataset files but no {CONFIG_NAME} (not made by `qmgen generate`"
                 "?); choose another --out, or pass --new to delete them and start over"
             )
-        if any(root.iterdir()):
+        if any(p.name != LOCK_NAME for p in root.iterdir()):
             raise DatasetExistsError(
                 f"{root} is not empty and is not a qmgen dataset; choose another --out"
             )
         return False
-    if old.get("options_hash") != config["options_hash"]:
-        changes = option_changes(old.get("options", {}), config["options"])
-        if old.get("input", {}).get("sha256") != config["input"]["sha256"]:
+    if old["options_hash"] != config["options_hash"]:
+        changes = option_changes(old["options"], config["options"])
+        if old["input"].get("sha256") != config["input"]["sha256"]:
             changes.insert(0, "the input file's content changed")
         raise DatasetExistsError(
-            f"{root} holds a dataset made with different options:\n  "
-            + "\n  ".join(changes or ["(options hash differs)"])
-            + "\nRerun with the original options to resume it, choose another --out, or pass"
-            " --new to delete it and start a new dataset."
+            f"{root} holds a dataset made with different options ("
+            + "; ".join(changes or ["options hash differs"])
+            + "); rerun with the original options to resume it, choose another --out, or "
+            "pass --new to delete it and start a new dataset"
         )
     return True
 
 
 def _check_plan(root: Path, plan_doc: dict, resuming: bool) -> None:
-    stored = read_json(root / PLAN_NAME)
-    if resuming and stored is not None and stored.get("plan_hash") != plan_doc["plan_hash"]:
+    stored = _stored(root, PLAN_NAME, check_plan)
+    if resuming and stored is not None and stored["plan_hash"] != plan_doc["plan_hash"]:
         raise DatasetExistsError(
             f"the shard plan of this input differs from {root / PLAN_NAME} although the "
             "options match (another qmgen version?); pass --new to start over"
@@ -210,6 +245,7 @@ def generate(
     progress: bool = True,
     allowed_failures: int = 3,
     conformer_processes: int | None = None,
+    wait: bool = False,
     task=None,
     **options,
 ) -> dict:
@@ -226,70 +262,101 @@ def generate(
     compute (None: min(8, cores / GPUs - 2) on an accelerator, 0 on CPU; 0: a thread of
     the shard's task makes them). Results do not depend on it, so, like ``workers``, it
     is not one of the dataset's options: a run may be resumed with another value.
+    ``wait``: when another run holds ``out_dir``'s lock, wait for it instead of refusing.
     ``task``: the function run per shard (default :func:`qmgen.pipeline.task.run_shard`;
     tests and instrumentation wrap it).
 
+    One writer per directory: the run holds ``out_dir``'s lock (:mod:`~qmgen.pipeline.lock`)
+    from before it writes anything to its end.
+
     Returns a summary dict (out_dir, complete, counts, timings). Raises
-    :class:`DatasetExistsError` (changed options) or :class:`PipelineError` (shards that
-    failed for reasons other than their input; rerunning retries them).
+    :class:`~qmgen.errors.UserError` (bad options or input, :class:`DatasetExistsError`
+    for a directory holding another dataset), :class:`~qmgen.errors.EnvironmentProblem`
+    (disk full, unwritable directory, unreachable scheduler, the lock held by another
+    run) or :class:`PipelineError` (shards that failed for reasons other than their
+    input; rerunning retries them).
     """
     t_start = time.perf_counter()
     root = Path(out_dir)
     opts = GenerateOptions(**options)
-    if conformer_processes is not None and int(conformer_processes) < 0:
-        raise ValueError(f"conformer_processes must be >= 0, got {conformer_processes}")
+    for name, value, low in (
+        ("workers", workers, 1),
+        ("conformer_processes", conformer_processes, 0),
+    ):
+        if value is not None and (type(value) is not int or value < low):
+            raise UserError(f"{name} must be an integer >= {low}, got {value!r}")
     input_path = Path(input_path)
     if not input_path.is_file():
-        raise FileNotFoundError(f"no such input file: {str(input_path)!r}")
+        raise UserError(f"no such input file: {str(input_path)!r}")
     input_sha = sha256_of(input_path)
     config = dict(
         options=opts.to_dict(),
         options_hash=opts.digest(input_sha),
         input=dict(path=str(input_path.resolve()), sha256=input_sha),
     )
-    resuming = prepare_directory(root, config, new)
-    config.update(software=software_versions())
-    if resuming:
-        old = (read_json(root / CONFIG_NAME) or {}).get("software", {})
-        changed = option_changes(old, config["software"]) if old else []
-        if changed:
-            log.warning("resuming a dataset begun with other software: %s", "; ".join(changed))
-    else:  # first: a crash from here on leaves a resumable directory
+    make_directory(root)
+    with environment_errors(), DirectoryLock(root, wait=wait):
+        resuming = prepare_directory(root, config, new)
+        config.update(software=software_versions())
+        if resuming:
+            old = (read_json(root / CONFIG_NAME) or {}).get("software", {})
+            changed = option_changes(old, config["software"]) if old else []
+            if changed:
+                log.warning("resuming a dataset begun with other software: %s", "; ".join(changed))
+        else:  # first: a crash from here on leaves a resumable directory
+            mf.atomic_write_text(root / CONFIG_NAME, _dumps(config))
+        t0 = time.perf_counter()
+        plan = make_plan(input_path, opts, config["input"]["sha256"])
+        t_plan = time.perf_counter() - t0
+        plan_doc = plan.to_json()
+        _check_plan(root, plan_doc, resuming)
+        mf.atomic_write_text(root / PLAN_NAME, _dumps(plan_doc))
+        config.update(plan_hash=plan_doc["plan_hash"])
         mf.atomic_write_text(root / CONFIG_NAME, _dumps(config))
-    t0 = time.perf_counter()
-    plan = make_plan(input_path, opts, input_sha)
-    t_plan = time.perf_counter() - t0
-    plan_doc = plan.to_json()
-    _check_plan(root, plan_doc, resuming)
-    mf.atomic_write_text(root / PLAN_NAME, _dumps(plan_doc))
-    config.update(plan_hash=plan_doc["plan_hash"])
-    mf.atomic_write_text(root / CONFIG_NAME, _dumps(config))
-    (root / mf.SHARDS_DIR).mkdir(exist_ok=True)
-    from qmgen.pipeline.shards import remove_stale_tmp
+        (root / mf.SHARDS_DIR).mkdir(exist_ok=True)
+        from qmgen.pipeline.shards import remove_stale_tmp
 
-    remove_stale_tmp(root / mf.SHARDS_DIR)
-    plan_ids = {s.shard_id for s in plan.shards}
-    done = {k: v for k, v in mf.completed_shards(root).items() if k in plan_ids}
-    todo = [s for s in plan.shards if s.shard_id not in done]
-    log.info(
-        "plan: %d input records (%d valid, %d failed validation) -> %d shards of <= %d "
-        "conformers, %d planned conformers; %.2f s%s",
-        plan.n_records,
-        plan.n_valid,
-        plan.n_records - plan.n_valid,
-        len(plan.shards),
-        plan.shard_size,
-        plan.n_planned,
-        t_plan,
-        f"; resuming: {len(done)} shards already done" if resuming else "",
-    )
-    attrs = dataset_attrs(plan, input_path.resolve())
-    run = _Run(root, plan, attrs, done, progress, task, conformer_processes)
-    if todo:
-        with ExitStack() as stack:
-            client = _client(stack, client, scheduler, workers, allowed_failures)
-            run.execute(client, todo)
-    return run.finish(t_start, t_plan)
+        remove_stale_tmp(root / mf.SHARDS_DIR)
+        plan_ids = {s.shard_id for s in plan.shards}
+        try:
+            done = {k: v for k, v in mf.completed_shards(root).items() if k in plan_ids}
+        except mf.DatasetIndexError as err:
+            raise DatasetExistsError(
+                f"{err}; remove that line to recompute its shard, or pass --new to start over"
+            ) from None
+        todo = [s for s in plan.shards if s.shard_id not in done]
+        log.info(
+            "plan: %d input records (%d valid, %d failed validation) -> %d shards of <= %d "
+            "conformers, %d planned conformers; %.2f s%s",
+            plan.n_records,
+            plan.n_valid,
+            plan.n_records - plan.n_valid,
+            len(plan.shards),
+            plan.shard_size,
+            plan.n_planned,
+            t_plan,
+            f"; resuming: {len(done)} shards already done" if resuming else "",
+        )
+        attrs = dataset_attrs(plan, input_path.resolve())
+        run = _Run(root, plan, attrs, done, progress, task, conformer_processes)
+        if todo:
+            with ExitStack() as stack:
+                client = _client(stack, client, scheduler, workers, allowed_failures)
+                run.execute(client, todo)
+        return run.finish(t_start, t_plan)
+
+
+@contextmanager
+def environment_errors():
+    """Turn an ``OSError`` from a full disk or an unwritable path into an
+    :class:`~qmgen.errors.EnvironmentProblem` (others pass unchanged)."""
+    try:
+        yield
+    except OSError as err:
+        problem = environment_problem(err)
+        if problem is None:
+            raise
+        raise problem from err
 
 
 def _dumps(doc) -> str:
@@ -374,7 +441,11 @@ class _Run:
         try:
             for fut in ac:
                 shard, attempt = inflight.pop(fut.key)
-                retry = self._handle(fut, shard, attempt)
+                try:
+                    retry = self._handle(fut, shard, attempt)
+                except BaseException:  # disk full, Ctrl-C: start nothing more, stop the rest
+                    client.cancel(list(ac.futures))
+                    raise
                 fut.release()
                 if retry == "isolate":
                     isolated.append((shard, attempt + 1))
@@ -404,6 +475,12 @@ class _Run:
             log.error("shard %d: %s; storing WORKER_DIED records", shard.shard_id, reason)
             info = died_shard(self.root, shard, self.attrs, reason)
         except Exception as err:  # noqa: BLE001 - reported, the other shards go on
+            if is_disk_full(err):  # every other shard would fail the same way: stop now
+                raise EnvironmentProblem(
+                    f"the disk is full (shard {shard.shard_id} could not be written under "
+                    f"{self.root}); free space, then rerun the same command (finished shards "
+                    "are kept)"
+                ) from err
             self.errors[shard.shard_id] = f"{type(err).__name__}: {err}"
             log.error("shard %d failed: %s: %s", shard.shard_id, type(err).__name__, err)
             return False

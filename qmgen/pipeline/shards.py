@@ -46,6 +46,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from qmgen.errors import QmgenError
 from qmgen.status import Status
 
 SCHEMA_VERSION = 1
@@ -82,8 +83,11 @@ RESERVED_ATTRS += ("has_forces", "json_attrs")
 MAX_Z = 118
 
 
-class CorruptShardError(Exception):
-    """A shard file that cannot be trusted: checksum, truncation, schema or HDF5 error."""
+class CorruptShardError(QmgenError):
+    """A shard file that cannot be trusted: checksum, truncation, schema or HDF5 error,
+    links to data outside the file (exit code 2 on the command line)."""
+
+    exit_code = 2
 
     def __init__(self, path, reason: str):
         self.path = str(path)
@@ -358,13 +362,54 @@ def sha256_file(path, chunk: int = 4 << 20) -> str:
 
 
 def open_shard(path, **kwargs) -> h5py.File:
-    """Open a shard read-only; an unreadable file raises :class:`CorruptShardError`."""
+    """Open a shard read-only; an unreadable file, or one that is not self-contained (see
+    :func:`foreign_parts`), raises :class:`CorruptShardError`."""
     try:
-        return h5py.File(path, "r", **kwargs)
+        f = h5py.File(path, "r", **kwargs)
     except FileNotFoundError:
         raise
     except (OSError, ValueError, RuntimeError) as err:
         raise CorruptShardError(path, f"not a readable HDF5 file ({err})") from err
+    try:
+        foreign = foreign_parts(f)
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        f.close()
+        raise CorruptShardError(path, f"unreadable HDF5 structure ({err})") from err
+    if foreign:
+        f.close()
+        raise CorruptShardError(
+            path, f"refers to data outside itself ({'; '.join(foreign[:3])}); refused"
+        )
+    return f
+
+
+def foreign_parts(f: h5py.File) -> list[str]:
+    """What in ``f`` would make HDF5 read another file or alias another object: external
+    and soft links, virtual datasets, external storage. qmgen's writer makes none.
+
+    Walks the links without following them (a hard link is the only kind accepted), so
+    checking a hostile shard opens nothing else.
+    """
+    out, stack, seen = [], [f], {f.id}
+    while stack:
+        group = stack.pop()
+        for name in group:
+            link = group.get(name, getlink=True)
+            path = f"{group.name.rstrip('/')}/{name}"
+            if not isinstance(link, h5py.HardLink):
+                out.append(f"{path} is a {type(link).__name__}")
+                continue
+            obj = group[name]
+            if isinstance(obj, h5py.Group):
+                if obj.id not in seen:  # hard links can form cycles
+                    seen.add(obj.id)
+                    stack.append(obj)
+            elif isinstance(obj, h5py.Dataset):
+                if obj.is_virtual:
+                    out.append(f"{path} is a virtual dataset")
+                elif obj.external:
+                    out.append(f"{path} keeps its data in external files")
+    return out
 
 
 def read_attrs(f: h5py.File, shard_keys: bool = True) -> dict:

@@ -28,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+from qmgen.chem.records import MESSAGE_CHARS
+from qmgen.errors import clip
 from qmgen.pipeline.conformers import chunks, conformer_processes, record_source
 from qmgen.status import Status
 
@@ -51,7 +53,7 @@ def _failure(item, status, message, record=None) -> dict:
         input=item.raw,
         smiles=(record.smiles if record is not None else "") or item.smiles,
         status=int(status),
-        message=message,
+        message=clip(message, MESSAGE_CHARS),
     )
 
 
