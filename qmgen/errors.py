@@ -50,9 +50,13 @@ class EnvironmentProblem(QmgenError):
     exit_code = EXIT_ENVIRONMENT
 
 
-def excerpt(text, limit: int = EXCERPT_CHARS) -> str:
-    """``repr`` of ``text`` cut to about ``limit`` characters, with its length when cut."""
-    text = str(text).strip()
+def excerpt(value, limit: int = EXCERPT_CHARS) -> str:
+    """``repr`` of ``value`` (a string stripped first) cut to about ``limit`` characters,
+    with its length when cut."""
+    if not isinstance(value, str):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[: limit - 3]}... ({len(text)} characters)"
+    text = value.strip()
     if len(text) <= limit:
         return repr(text)
     return repr(text[: limit - 3] + "...") + f" ({len(text)} characters)"
