@@ -6,8 +6,10 @@ Every subcommand module exposes ``register(subparsers)``, which adds its parser 
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; errors become one line on stderr and an exit code
     (:mod:`qmgen.errors`), with the traceback only under ``--debug``."""
     from qmgen.errors import (
+        EXIT_ENVIRONMENT,
         EXIT_INTERNAL,
         EXIT_INTERRUPTED,
         EXIT_USER,
@@ -55,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER
     prefix = f"qmgen {args.command}"
+    sys.unraisablehook = _keep_interrupts
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C changes nothing
         print(
             f"\n{prefix}: interrupted; finished work is kept: rerun the same command to go on",
             file=sys.stderr,
@@ -70,8 +75,12 @@ def main(argv: list[str] | None = None) -> int:
             err = environment_problem(err) or err
         if isinstance(err, QmgenError):
             code = err.exit_code
-        elif isinstance(err, (ValueError, FileNotFoundError, IsADirectoryError)):
+        elif isinstance(
+            err, (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError)
+        ):
             code = EXIT_USER  # refused options and paths raised as the builtin types
+        elif isinstance(err, OSError):
+            code = EXIT_ENVIRONMENT  # I/O errors, network: the machine, not qmgen
         else:
             if not args.debug:
                 traceback.print_exc()
@@ -80,6 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(str(err).split()) or type(err).__name__
         print(f"{prefix}: error: {text}", file=sys.stderr)
         return code
+
+
+def _keep_interrupts(unraisable) -> None:
+    """A Ctrl-C that lands in a callback Python cannot raise from (a garbage-collection
+    hook of JAX, say) is raised again in the main thread instead of being lost."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _thread.interrupt_main()
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import signal
 import subprocess
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -115,8 +116,6 @@ class PinDevice(WorkerPlugin):
 
 def local_cluster(workers: int | None = None, allowed_failures: int = 3):
     """Start a local cluster of worker processes; returns ``(cluster, client)``."""
-    import dask
-    from distributed import Client, LocalCluster
 
     gpus = gpu_count()
     workers = int(workers or gpus or (os.cpu_count() or 1))
@@ -127,6 +126,42 @@ def local_cluster(workers: int | None = None, allowed_failures: int = 3):
         "distributed.admin.system-monitor.interval": "2s",
     }
     quiet["distributed.scheduler.allowed-failures"] = int(allowed_failures)
+    # Ctrl-C is for the driver: worker processes ignore SIGINT, so a terminal's Ctrl-C
+    # (sent to the whole process group) neither kills them mid-shard nor fills the screen
+    # with their tracebacks; they exit when the driver closes the cluster or dies. They
+    # are born ignoring it (an ignored signal stays ignored through exec, and Python keeps
+    # it so), and IgnoreInterrupts does the same in workers restarted later. The driver
+    # itself ignores Ctrl-C for the seconds the cluster takes to start.
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+    try:
+        cluster, client = _start_local(workers, gpus, env, quiet)
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+    client.register_plugin(IgnoreInterrupts())
+    return cluster, client
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class IgnoreInterrupts(WorkerPlugin):
+    """Worker plugin: the worker process ignores SIGINT (Ctrl-C is the driver's)."""
+
+    name = "qmgen-ignore-sigint"
+
+    def setup(self, worker):
+        if _main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_local(workers: int, gpus: int, env: dict, quiet: dict):
+    import dask
+    from distributed import Client, LocalCluster
+
     with dask.config.set(quiet):
         cluster = LocalCluster(
             n_workers=workers,

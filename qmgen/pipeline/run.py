@@ -118,7 +118,7 @@ def make_directory(root: Path) -> None:
         raise UserError(f"--out {root} exists and is not a directory; choose a directory path")
     try:
         root.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
+    except (FileExistsError, NotADirectoryError):
         raise UserError(f"--out {root}: a part of this path is a file, not a directory") from None
     except OSError as err:
         raise (environment_problem(err, str(root)) or err) from None
