@@ -52,6 +52,18 @@ def sample_rows(ds, n: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(ok, size=n, replace=False))
 
 
+def _check_level(level: dict, root) -> None:
+    """The stored level of theory must be usable before PySCF is asked to reproduce it."""
+    from qmgen.errors import UserError, excerpt
+
+    ok = isinstance(level["xc"], str) and isinstance(level["basis"], str)
+    ok = ok and type(level["grid_level"]) is int and 0 <= level["grid_level"] <= 9
+    ok = ok and level["precision"] in ("float64", "float32")
+    if not ok:
+        shown = ", ".join(f"{k}={excerpt(v, 30)}" for k, v in level.items())
+        raise UserError(f"{root}/index.json: attrs hold no usable level of theory ({shown})")
+
+
 def validate_dataset(
     root,
     sample: int = 8,
@@ -72,6 +84,7 @@ def validate_dataset(
     ds = open_dataset(root)
     attrs = ds.attrs
     level = {k: attrs.get(k) for k in ("xc", "basis", "grid_level", "precision", "forces")}
+    _check_level(level, root)
     column = 1 if level["precision"] == "float32" else 0
     picks = sample_rows(ds, sample, seed)
     pairs, per_conf = {k: [] for k in TOLERANCES}, []
