@@ -223,7 +223,6 @@ def _verify_run_files(root: Path, index: dict) -> list[tuple[str, str, str]]:
             doc = read_json(root / name)
             docs[name] = None if doc is None else check(doc, name)
         except mf.DatasetIndexError as err:
-            docs[name] = None
             return [("INDEX", name, str(err))]
     config, plan = docs[CONFIG_NAME], docs[PLAN_NAME]
     out = []

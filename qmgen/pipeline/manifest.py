@@ -113,7 +113,7 @@ def check_entry(entry, root, where: str, resolve: bool = False) -> dict:
     return entry
 
 
-def load_json(path, what: str | None = None):
+def load_json(path):
     """Parsed JSON document of ``path``; malformed JSON (or JSON nested beyond reason)
     raises :class:`DatasetIndexError` naming the file, line and column."""
     path = Path(path)
@@ -123,7 +123,7 @@ def load_json(path, what: str | None = None):
         raise DatasetIndexError(
             f"{path}: not UTF-8 text ({err.reason} at byte {err.start})"
         ) from None
-    return parse_json(text, f"{path}" if what is None else what)
+    return parse_json(text, str(path))
 
 
 def parse_json(text: str, where: str):
