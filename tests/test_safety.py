@@ -256,3 +256,17 @@ def test_manifest_line_values_are_validated(copy, capsys):
         mf.read_manifest(copy)
     rc, out = verify_cli(copy, capsys)
     assert rc == 1 and "manifest.jsonl, line 2" in out
+
+
+def test_new_never_deletes_outside_the_directory(tmp_path):
+    from qmgen.pipeline.run import clear_dataset
+
+    root, elsewhere = tmp_path / "ds", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "shard-000000.h5").write_bytes(b"precious")
+    (root / "shards").symlink_to(elsewhere)  # a hostile layout, then `generate --new`
+    (root / "config.json").write_text("{}")
+    clear_dataset(root)
+    assert (elsewhere / "shard-000000.h5").read_bytes() == b"precious"
+    assert not (root / "shards").exists() and not (root / "config.json").exists()

@@ -106,7 +106,11 @@ def _dataset_files(root: Path) -> list[Path]:
 
 
 def clear_dataset(root: Path) -> None:
-    """Delete the dataset files of ``root`` (index, manifest, config, plan, shards)."""
+    """Delete the dataset files of ``root`` (index, manifest, config, plan, shards).
+
+    A ``shards`` symlink is removed as a link: nothing outside ``root`` is deleted."""
+    if (root / mf.SHARDS_DIR).is_symlink():
+        (root / mf.SHARDS_DIR).unlink()
     for path in _dataset_files(root):
         path.unlink()
     shutil.rmtree(root / mf.SHARDS_DIR / ".staging", ignore_errors=True)
