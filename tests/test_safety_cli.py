@@ -277,3 +277,20 @@ def test_a_full_disk_stops_new_shards_at_once(tmp_path):
     assert mf.read_manifest(out) == []
     summary = generate(inp, out, workers=1, progress=False, shard_size=1)  # space again
     assert summary["complete"] and summary["n_failures"] == 12
+
+
+def test_printed_hints_work_as_given(bad_input, tmp_path):
+    """The commands printed at the end run in the user's shell as it is (the quick start
+    never activates .venv, so a bare `python`/`qmgen` would not find qmgen)."""
+    result = gen(bad_input, tmp_path / "ds")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    load = next(ln for ln in lines if "Load it:" in ln).split("Load it:", 1)[1].strip()
+    check = next(ln for ln in lines if "Check:" in ln).split("Check:", 1)[1]
+    check = check.split("Validate:")[0].strip()
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["PATH"] = "/usr/bin:/bin"  # no virtual environment on PATH
+    for command in (load, check):
+        done = subprocess.run(command, shell=True, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+    assert subprocess.run(load, shell=True, capture_output=True, text=True, env=env).stdout == "0\n"

@@ -140,6 +140,7 @@ def run_generate(args: argparse.Namespace) -> int:
             **options,
         )
     out = summary["out_dir"]
+    python, qmgen = _commands()
     failed = summary["n_failures"]
     first = ", ds[0]['energy']" if summary["n_rows"] else ""
     if not summary.get("n_input_records", 1):
@@ -149,12 +150,34 @@ def run_generate(args: argparse.Namespace) -> int:
         f"  {summary['n_rows']} conformers, {failed} failure records, "
         f"{summary['n_shards']} shards ({summary['n_shards_skipped']} reused from an earlier "
         f"run), {summary['wall_s']:.1f} s\n"
-        f"  Load it:  python -c \"import qmgen; ds = qmgen.open_dataset('{out}'); "
+        f"  Load it:  {python} -c \"import qmgen; ds = qmgen.open_dataset('{out}'); "
         f'print(len(ds){first})"\n'
-        f"  Inspect:  qmgen info {out}   Check:  qmgen verify {out}   "
-        f"Validate:  qmgen validate {out} --sample 8"
+        f"  Inspect:  {qmgen} info {out}   Check:  {qmgen} verify {out}   "
+        f"Validate:  {qmgen} validate {out} --sample 8"
     )
     return 0
+
+
+def _commands() -> tuple[str, str]:
+    """How to call this Python and this qmgen from the user's shell as it is: the
+    quick start never activates the virtual environment, so plain ``python``/``qmgen``
+    would not find qmgen."""
+    import os
+    import shlex
+    import shutil
+
+    python = os.path.abspath(sys.executable)
+    script = os.path.join(os.path.dirname(python), "qmgen")
+    on_path = shutil.which("qmgen")
+    if on_path and os.path.abspath(on_path) == script:
+        return ("python" if shutil.which("python") == python else python), "qmgen"
+
+    def short(path: str) -> str:
+        rel = os.path.relpath(path)
+        return shlex.quote(rel if not rel.startswith("..") else path)
+
+    qmgen = short(script) if os.path.exists(script) else f"{short(python)} -m qmgen.cli"
+    return short(python), qmgen
 
 
 def run_validate(args: argparse.Namespace) -> int:
