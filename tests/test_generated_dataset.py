@@ -158,3 +158,14 @@ def test_input_without_molecules_warns_and_gives_an_empty_dataset(tmp_path, caps
     assert f"no molecules in {src}" in captured.err
     assert "ds[0]" not in captured.out  # the load hint must not index an empty dataset
     assert len(qmgen.open_dataset(tmp_path / "ds")) == 0
+
+
+def test_readme_api_example_runs(tmp_path):
+    text = (REPO / "README.md").read_text()
+    code = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S).group(1)
+    script = tmp_path / "api.py"
+    script.write_text(code)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    nelec = float(res.stdout.split()[0])
+    assert abs(nelec - 10) < 1e-3  # the grid integrates the guess density's 10 electrons
