@@ -78,15 +78,17 @@ def is_disk_full(err: BaseException) -> bool:
     return "No space left on device" in text or "Disk quota exceeded" in text
 
 
-def environment_problem(err: OSError, what: str = "") -> EnvironmentProblem | None:
-    """An :class:`EnvironmentProblem` for a full disk or an unwritable path, else None."""
-    where = f" {what}" if what else (f" {err.filename}" if err.filename else "")
+def environment_problem(err: BaseException, what: str = "") -> EnvironmentProblem | None:
+    """An :class:`EnvironmentProblem` for a full disk or an unwritable path, else None
+    (``err`` may be any exception: HDF5 names a full disk only in its message)."""
+    filename = getattr(err, "filename", None)
+    where = f" {what}" if what else (f" {filename}" if filename else "")
     if is_disk_full(err):
         return EnvironmentProblem(
             f"the disk is full writing{where}; free space, then rerun the same command "
             "(finished shards are kept)"
         )
-    if err.errno in NOT_WRITABLE:
+    if isinstance(err, OSError) and err.errno in NOT_WRITABLE:
         reason = "read-only file system" if err.errno == errno.EROFS else "permission denied"
         return EnvironmentProblem(
             f"cannot write{where}: {reason}; choose a writable --out or fix its permissions"

@@ -107,10 +107,15 @@ def check_entry(entry, root, where: str, resolve: bool = False) -> dict:
         _count(entry, "size", where)
     if "row_offset" in entry:
         _count(entry, "row_offset", where, 2**62)
-    if not isinstance(entry["sha256"], str) or not _SHA256.fullmatch(entry["sha256"]):
+    if not is_sha256(entry["sha256"]):
         raise DatasetIndexError(f"{where}: sha256 is not 64 hex digits: {excerpt(entry['sha256'])}")
     shard_file(root, entry["file"], where, resolve)
     return entry
+
+
+def is_sha256(value) -> bool:
+    """True for a SHA-256 digest as qmgen writes it (64 lowercase hex digits)."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
 
 
 def load_json(path):

@@ -132,7 +132,7 @@ class GenerateOptions:
     def digest(self, input_sha256: str) -> str:
         """SHA-256 of these options and the input content (the dataset's identity)."""
         doc = dict(options=self.to_dict(), input_sha256=input_sha256)
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        return json_digest(doc)
 
 
 def _check_basis(name: str) -> None:
@@ -215,8 +215,13 @@ class Plan:
             n_valid=self.n_valid,
             shards=shards,
         )
-        body["plan_hash"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        body["plan_hash"] = json_digest(body)
         return body
+
+
+def json_digest(doc) -> str:
+    """SHA-256 of a JSON document in canonical form (sorted keys): options, plans."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def sha256_of(path) -> str:
@@ -347,12 +352,12 @@ def read_json(path) -> dict | None:
 
 
 def _hex_digest(doc: dict, key: str, where: str, required: bool = True) -> None:
-    from qmgen.pipeline.manifest import DatasetIndexError
+    from qmgen.pipeline.manifest import DatasetIndexError, is_sha256
 
     value = doc.get(key)
     if value is None and not required:
         return
-    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+    if not is_sha256(value):
         raise DatasetIndexError(f"{where}: {key} is not a SHA-256 hex digest")
 
 
@@ -379,7 +384,7 @@ def check_plan(doc, where: str) -> dict:
         raise DatasetIndexError(f"{where}: not a plan (an object with a 'shards' list)")
     _hex_digest(doc, "plan_hash", where)
     body = {k: v for k, v in doc.items() if k != "plan_hash"}
-    if hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest() != doc["plan_hash"]:
+    if json_digest(body) != doc["plan_hash"]:
         raise DatasetIndexError(f"{where}: plan_hash does not match the plan's content")
     for i, shard in enumerate(doc["shards"]):
         ok = isinstance(shard, dict) and shard.get("shard_id") == i

@@ -25,13 +25,7 @@ from collections import Counter
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from qmgen.errors import (
-    EnvironmentProblem,
-    QmgenError,
-    UserError,
-    environment_problem,
-    is_disk_full,
-)
+from qmgen.errors import QmgenError, UserError, environment_problem
 from qmgen.pipeline import manifest as mf
 from qmgen.pipeline.lock import LOCK_NAME, DirectoryLock
 from qmgen.pipeline.plan import (
@@ -124,8 +118,6 @@ def make_directory(root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise UserError(f"--out {root}: a part of this path is a file, not a directory") from None
-    except OSError as err:
-        raise (environment_problem(err, str(root)) or err) from None
 
 
 def _stored(root: Path, name: str, check):
@@ -298,7 +290,8 @@ def generate(
         options_hash=opts.digest(input_sha),
         input=dict(path=str(input_path.resolve()), sha256=input_sha),
     )
-    make_directory(root)
+    with environment_errors():
+        make_directory(root)
     with environment_errors(), DirectoryLock(root, wait=wait):
         resuming = prepare_directory(root, config, new)
         config.update(software=software_versions())
@@ -479,12 +472,10 @@ class _Run:
             log.error("shard %d: %s; storing WORKER_DIED records", shard.shard_id, reason)
             info = died_shard(self.root, shard, self.attrs, reason)
         except Exception as err:  # noqa: BLE001 - reported, the other shards go on
-            if is_disk_full(err):  # every other shard would fail the same way: stop now
-                raise EnvironmentProblem(
-                    f"the disk is full (shard {shard.shard_id} could not be written under "
-                    f"{self.root}); free space, then rerun the same command (finished shards "
-                    "are kept)"
-                ) from err
+            where = f"shard {shard.shard_id} under {self.root}"
+            problem = environment_problem(err, where)
+            if problem is not None:  # a full disk: every other shard would fail alike
+                raise problem from err
             self.errors[shard.shard_id] = f"{type(err).__name__}: {err}"
             log.error("shard %d failed: %s: %s", shard.shard_id, type(err).__name__, err)
             return False

@@ -387,28 +387,30 @@ def foreign_parts(f: h5py.File) -> list[str]:
     """What in ``f`` would make HDF5 read another file or alias another object: external
     and soft links, virtual datasets, external storage. qmgen's writer makes none.
 
-    Walks the links without following them (a hard link is the only kind accepted), so
-    checking a hostile shard opens nothing else.
+    HDF5's own visitors walk the file without following anything but hard links (each
+    object once, cycles included), so checking a hostile shard opens nothing else; about
+    1 ms per shard (the high-level h5py walk took 6 ms).
     """
-    out, stack, seen = [], [f], {f.id}
-    while stack:
-        group = stack.pop()
-        for name in group:
-            link = group.get(name, getlink=True)
-            path = f"{group.name.rstrip('/')}/{name}"
-            if not isinstance(link, h5py.HardLink):
-                out.append(f"{path} is a {type(link).__name__}")
-                continue
-            obj = group[name]
-            if isinstance(obj, h5py.Group):
-                if obj.id not in seen:  # hard links can form cycles
-                    seen.add(obj.id)
-                    stack.append(obj)
-            elif isinstance(obj, h5py.Dataset):
-                if obj.is_virtual:
-                    out.append(f"{path} is a virtual dataset")
-                elif obj.external:
-                    out.append(f"{path} keeps its data in external files")
+    out, datasets = [], []
+    kinds = {h5py.h5l.TYPE_SOFT: "SoftLink", h5py.h5l.TYPE_EXTERNAL: "ExternalLink"}
+
+    def on_link(name: bytes, info) -> None:
+        if info.type != h5py.h5l.TYPE_HARD:
+            kind = kinds.get(info.type, "user-defined link")
+            out.append(f"/{name.decode(errors='replace')} is a {kind}")
+
+    def on_object(name: bytes, info) -> None:
+        if info.type == h5py.h5o.TYPE_DATASET:
+            datasets.append(name)
+
+    f.id.links.visit(on_link, info=True)
+    h5py.h5o.visit(f.id, on_object, info=True)
+    for name in datasets:
+        dcpl = h5py.h5d.open(f.id, name).get_create_plist()
+        if dcpl.get_layout() == h5py.h5d.VIRTUAL:
+            out.append(f"/{name.decode(errors='replace')} is a virtual dataset")
+        elif dcpl.get_external_count():
+            out.append(f"/{name.decode(errors='replace')} keeps its data in external files")
     return out
 
 

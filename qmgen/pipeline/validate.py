@@ -54,11 +54,13 @@ def sample_rows(ds, n: int, seed: int) -> np.ndarray:
 
 def _check_level(level: dict, root) -> None:
     """The stored level of theory must be usable before PySCF is asked to reproduce it."""
+    from qmgen.engine import PRECISIONS
     from qmgen.errors import UserError, excerpt
+    from qmgen.grid import GRID_LEVELS
 
     ok = isinstance(level["xc"], str) and isinstance(level["basis"], str)
-    ok = ok and type(level["grid_level"]) is int and 0 <= level["grid_level"] <= 9
-    ok = ok and level["precision"] in ("float64", "float32")
+    ok = ok and type(level["grid_level"]) is int and level["grid_level"] in GRID_LEVELS
+    ok = ok and level["precision"] in PRECISIONS
     if not ok:
         shown = ", ".join(f"{k}={excerpt(v, 30)}" for k, v in level.items())
         raise UserError(f"{root}/index.json: attrs hold no usable level of theory ({shown})")
