@@ -34,8 +34,6 @@ from stages import (
     stage_programs,
 )
 
-jax.config.update("jax_enable_x64", True)
-
 
 def measure(precision: str, mols, eigensolver: str) -> dict:
     bucket = one_bucket(mols)

@@ -12,7 +12,7 @@ budget (``--budget``, default 420 s, compilation included) would be exceeded:
   2. per-stage times (``stages.py``) at ``--stage-batch``, with XLA's bytes for each stage
      and the achieved GB/s against the card's 4.8 TB/s;
   3. the eigensolver alone at batch 256 for n = 32, 55, 72: batched Jacobi
-     (``qmgen.linalg``) against ``jnp.linalg.eigh`` (cuSOLVER);
+     (``qmgen.dft.linalg``) against ``jnp.linalg.eigh`` (cuSOLVER);
   4. a batch-size sweep (float32);
   5. TF32: float32 mode with JAX's default matmul precision instead of "highest",
      its error against float64 and its speed.
@@ -43,8 +43,8 @@ from stages import (
 )
 
 import qmgen
-from qmgen import engine
-from qmgen.linalg import eigh
+from qmgen.dft import engine
+from qmgen.dft.linalg import eigh
 from qmgen.units import HARTREE_TO_EV
 
 MEV = HARTREE_TO_EV * 1000.0

@@ -20,9 +20,9 @@ import numpy as np
 from common import OUT, conformers, machine, median_time, table
 
 import qmgen  # noqa: F401  (float64)
-from qmgen.basis import build_basis
-from qmgen.integrals.eri import eri_packed
-from qmgen.reference import pyscf_mol
+from qmgen.dft.basis import build_basis
+from qmgen.dft.integrals.eri import eri_packed
+from qmgen.dft.reference import pyscf_mol
 
 HEADER = [
     "molecule",
@@ -55,7 +55,7 @@ def main():
         pm = pyscf_mol(mol, args.basis)
         t_pyscf = median_time(lambda: pm.intor("int2e", aosym="s8"))
         # accuracy on the dense tensor (PySCF order)
-        from qmgen.integrals.pairs import packed_to_dense
+        from qmgen.dft.integrals.pairs import packed_to_dense
 
         dense = layout.to_pyscf_order(
             np.asarray(packed_to_dense(compiled(b, pos), b.n_ao)), (0, 1, 2, 3)

@@ -37,12 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _init_worker() -> None:
-    import qmgen.engine  # noqa: F401  (imports outside the timed region)
+    import qmgen.dft.engine  # noqa: F401  (imports outside the timed region)
 
 
 def _compute_shard(args):
     molecules, kwargs = args
-    from qmgen.engine import compute
+    from qmgen.dft.engine import compute
 
     t0 = time.perf_counter()
     out = compute(molecules, **kwargs)

@@ -34,7 +34,7 @@ SETTINGS = dict(basis="sto-3g", xc="b3lyp5", grid_level=0)
 
 
 def run_pyscf(mols):
-    from qmgen.reference import pyscf_mol
+    from qmgen.dft.reference import pyscf_mol
 
     out, t0 = [], time.perf_counter()
     for mol in mols:

@@ -18,20 +18,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import common  # noqa: F401  (float64 on for the process, as every benchmark)
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from qmgen import Molecule
-from qmgen.batching import BucketPolicy, bucket_of, merge_buckets, prepare, stack
-from qmgen.engine import Settings, _batched, batching_mode
-from qmgen.grid import place_grid
-from qmgen.integrals.eri import eri_packed, vmap_width
-from qmgen.integrals.one_electron import one_electron
-from qmgen.integrals.pairs import packed_to_exchange, packed_to_pairs
-from qmgen.numint import ao_values
-from qmgen.refine import REFINE_CYCLES
-from qmgen.scf import (
+from qmgen.dft.batching import BucketPolicy, bucket_of, merge_buckets, prepare, stack
+from qmgen.dft.engine import Settings, _batched, batching_mode
+from qmgen.dft.grid import place_grid
+from qmgen.dft.integrals.eri import eri_packed, vmap_width
+from qmgen.dft.integrals.one_electron import one_electron
+from qmgen.dft.integrals.pairs import packed_to_exchange, packed_to_pairs
+from qmgen.dft.numint import ao_values
+from qmgen.dft.refine import REFINE_CYCLES
+from qmgen.dft.scf import (
     _diagonalize,
     _diis_extrapolate,
     _gradient_norm,
@@ -89,7 +90,7 @@ def settings_for(precision: str, xc="b3lyp5", eigensolver="auto") -> Settings:
 
 
 def _cycle(ham, dm, v, f_hist, e_hist, count, x, v_orth, occ, xc, eigensolver):
-    """One SCF iteration as in ``qmgen.scf.run_scf``'s loop body (DIIS always on): the
+    """One SCF iteration as in ``qmgen.dft.scf.run_scf``'s loop body (DIIS always on): the
     potential ``v`` of ``dm`` comes from the previous iteration, one Fock build here."""
     f = ham.h + v
     m = f_hist.shape[0]
@@ -153,7 +154,7 @@ def stage_programs(settings: Settings, bucket, inputs64, inputs_loop):
         return _cycle(h, d, vv, fh, eh, c, xx, v, o, xc, solver)
 
     def finish(i64, h64, d):
-        from qmgen.refine import refine_float64
+        from qmgen.dft.refine import refine_float64
 
         _, c = jnp.linalg.eigh(d)  # natural orbitals as stand-in converged orbitals
         occ_ = jnp.where(jnp.arange(n) >= n - i64.n_occ, 2.0, 0.0)

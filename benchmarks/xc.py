@@ -19,11 +19,11 @@ import numpy as np
 from common import OUT, conformers, machine, median_time, table
 
 import qmgen  # noqa: F401
-from qmgen.basis import build_basis
-from qmgen.grid import build_grid, place_grid
-from qmgen.numint import ao_values
-from qmgen.reference import pyscf_mol
-from qmgen.scf import xc_energy
+from qmgen.dft.basis import build_basis
+from qmgen.dft.grid import build_grid, place_grid
+from qmgen.dft.numint import ao_values
+from qmgen.dft.reference import pyscf_mol
+from qmgen.dft.scf import xc_energy
 
 
 def kernels(xc):

@@ -1,15 +1,11 @@
 """qmgen: GPU-accelerated generation of DFT datasets.
 
-Public API: ``Molecule``, ``integrals``, ``compute``, ``generate``, ``open_dataset``.
-Heavy submodules load on first use.
+Public API: ``Molecule``, ``integrals``, ``compute``, ``generate``, ``open_dataset``,
+``dft.nr_rks``. Every name loads on first use, so ``import qmgen`` imports neither JAX nor
+PySCF and changes no global JAX setting: reading a dataset never pays for the compute
+stack, and a user's own float32 JAX code keeps working. The JAX core (``qmgen.dft``)
+turns on float64 only inside its own calls (``qmgen.dft.precision.x64``).
 """
-
-import jax
-
-jax.config.update("jax_enable_x64", True)
-
-from qmgen.integrals.api import integrals  # noqa: E402  (the function shadows the subpackage)
-from qmgen.molecule import Molecule, MoleculeError  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -17,8 +13,16 @@ __all__ = ["Molecule", "MoleculeError", "integrals", "compute", "generate", "ope
 
 
 def __getattr__(name):
+    if name in ("Molecule", "MoleculeError"):
+        from qmgen import molecule
+
+        return getattr(molecule, name)
+    if name == "integrals":
+        from qmgen.dft.integrals.api import integrals
+
+        return integrals
     if name == "compute":
-        from qmgen.engine import compute
+        from qmgen.dft.engine import compute
 
         return compute
     if name == "open_dataset":

@@ -18,6 +18,16 @@ from molecules import (  # noqa: E402
 )
 
 from qmgen import Molecule  # noqa: E402
+from qmgen.dft.precision import x64  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _float64_kernels():
+    """Tests call internal kernels directly, which the public entry points would wrap in
+    ``x64``; one context for the session (session fixtures included) does the same.
+    test_layout.py checks in fresh processes that the public API needs no such help."""
+    with x64():
+        yield
 
 
 @pytest.fixture(scope="session")

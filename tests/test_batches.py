@@ -10,8 +10,8 @@ from molecules import AMMONIUM, METHANE, WATER
 
 import qmgen
 from qmgen import Molecule, engine
-from qmgen.engine import TRACE_COUNT, batch_ladder, split_batches
-from qmgen.reference import reference_labels
+from qmgen.dft.engine import TRACE_COUNT, batch_ladder, split_batches
+from qmgen.dft.reference import reference_labels
 from qmgen.status import Status
 from qmgen.units import HARTREE_TO_EV
 

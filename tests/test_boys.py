@@ -6,7 +6,7 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from qmgen.integrals.boys import boys
+from qmgen.dft.integrals.boys import boys
 
 mp.mp.dps = 40
 T = np.concatenate(

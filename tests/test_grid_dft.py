@@ -10,9 +10,9 @@ from molecules import NINE_HEAVY, WATER
 
 import qmgen
 from qmgen import Molecule
-from qmgen.grid import GridError, build_grid, place_grid
-from qmgen.reference import pyscf_mol
-from qmgen.xc import get_functional
+from qmgen.dft.grid import GridError, build_grid, place_grid
+from qmgen.dft.reference import pyscf_mol
+from qmgen.dft.xc import get_functional
 
 XCS = ["lda", "pbe", "b3lyp", "b3lyp5"]
 

@@ -17,19 +17,19 @@ from molecules import AMMONIA, FORMALDEHYDE, WATER
 
 import qmgen
 from qmgen import Molecule, MoleculeError
-from qmgen.basis import BasisError, build_basis
-from qmgen.batching import Bucket, merge_buckets
-from qmgen.integrals import api
-from qmgen.integrals.eri import eri
-from qmgen.integrals.one_electron import one_electron
-from qmgen.reference import pyscf_mol
+from qmgen.dft.basis import BasisError, build_basis
+from qmgen.dft.batching import Bucket, merge_buckets
+from qmgen.dft.integrals import api
+from qmgen.dft.integrals.eri import eri
+from qmgen.dft.integrals.one_electron import one_electron
+from qmgen.dft.reference import pyscf_mol
 
 SMALL = [WATER, AMMONIA, FORMALDEHYDE]
 BASES = ["sto-3g", "6-31g*", "def2-svp"]
 
 
 def common_structure(mols, basis):
-    from qmgen.basis import structure_of
+    from qmgen.dft.basis import structure_of
 
     bucket = None
     for m in mols:
@@ -104,7 +104,7 @@ def test_float32_within_1e5_of_float64(basis):
 
 
 def test_public_api_nine_heavy_atoms_sto3g(nine_heavy):
-    """qmgen.integrals on a 9-heavy-atom RDKit conformer (58 AOs), both precisions."""
+    """qmgen.dft.integrals on a 9-heavy-atom RDKit conformer (58 AOs), both precisions."""
     got = qmgen.integrals(nine_heavy, "sto-3g")
     ref = pyscf_reference(nine_heavy, "sto-3g")
     for key in ref:

@@ -1,12 +1,12 @@
-"""Parallel Jacobi eigensolver (qmgen.linalg) against numpy's LAPACK eigh."""
+"""Parallel Jacobi eigensolver (qmgen.dft.linalg) against numpy's LAPACK eigh."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from qmgen import linalg
-from qmgen.linalg import _shift, eigh, jacobi_eigh
+from qmgen.dft import linalg
+from qmgen.dft.linalg import _shift, eigh, jacobi_eigh
 
 solve = jax.jit(lambda a: jacobi_eigh(a, return_sweeps=True))
 solve_warm = jax.jit(lambda a, v0: jacobi_eigh(a, v0, return_sweeps=True))

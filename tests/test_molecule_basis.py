@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from qmgen import Molecule, MoleculeError
-from qmgen.basis import BasisError, build_basis, structure_of
-from qmgen.reference import pyscf_mol
+from qmgen.dft.basis import BasisError, build_basis, structure_of
+from qmgen.dft.reference import pyscf_mol
 from qmgen.units import ANGSTROM_TO_BOHR
 
 

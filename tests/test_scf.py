@@ -13,8 +13,8 @@ from molecules import AMMONIUM, METHANE, SCF_LARGE, WATER
 
 import qmgen
 from qmgen import Molecule
-from qmgen.engine import TRACE_COUNT
-from qmgen.reference import reference_labels
+from qmgen.dft.engine import TRACE_COUNT
+from qmgen.dft.reference import reference_labels
 from qmgen.status import Status
 from qmgen.units import HARTREE_TO_EV
 

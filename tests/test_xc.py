@@ -1,4 +1,4 @@
-"""qmgen.xc against PySCF's libxc (7.0.0): values, derivatives, libxc's screening of tiny
+"""qmgen.dft.xc against PySCF's libxc (7.0.0): values, derivatives, libxc's screening of tiny
 densities, robustness (no NaN/inf, values and gradients), float32, jit and vmap.
 
 Tolerance for parity with libxc, per point: ``|ours - libxc| <= 1e-10 |libxc| + 1e-13 scale``
@@ -19,9 +19,9 @@ import pytest
 from pyscf import dft, gto
 from pyscf.dft import libxc
 
-from qmgen.xc import XC_NAMES, eval_xc, get_functional
-from qmgen.xc.evaluate import F32_DENS_FLOOR, eval_component
-from qmgen.xc.registry import COMPONENTS
+from qmgen.dft.xc import XC_NAMES, eval_xc, get_functional
+from qmgen.dft.xc.evaluate import F32_DENS_FLOOR, eval_component
+from qmgen.dft.xc.registry import COMPONENTS
 
 RTOL = 1e-10
 FLOOR = 1e-13

@@ -70,7 +70,7 @@ def default_workers() -> int:
 
 def worker_env(workers: int, gpus: int) -> dict:
     """Environment of local worker processes: cache location and thread counts."""
-    from qmgen.engine import enable_compilation_cache
+    from qmgen.dft.engine import enable_compilation_cache
 
     cores = os.cpu_count() or 1
     threads = max(1, cores // max(workers, 1))

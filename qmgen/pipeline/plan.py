@@ -5,7 +5,7 @@ The plan is a pure function of the input file's content and the output-relevant 
 
 1. Every input record is validated without making conformers (``n_conformers=0``, cheap:
    RDKit parsing and the element / charge / size checks). Failures are known here.
-2. Valid records get a *shape key*: the padded shape bucket (``qmgen.batching``) of the
+2. Valid records get a *shape key*: the padded shape bucket (``qmgen.dft.batching``) of the
    molecule with hydrogens, which only depends on its atomic numbers. Records are sorted by
    (shape key, input index), so neighbouring records share compiled programs.
 3. The sorted valid records are cut into shards of about ``shard_size`` conformers (each
@@ -72,9 +72,9 @@ class GenerateOptions:
     batch_size: int | None = None
 
     def __post_init__(self):
-        from qmgen.engine import PRECISIONS
-        from qmgen.grid import check_level
-        from qmgen.xc import get_functional
+        from qmgen.dft.grid import check_level
+        from qmgen.dft.precision import PRECISIONS
+        from qmgen.dft.xc import get_functional
 
         get_functional(self.xc)
         check_level(self.grid_level)
@@ -136,7 +136,7 @@ class GenerateOptions:
 
 
 def _check_basis(name: str) -> None:
-    from qmgen.basis import BasisError, structure_of
+    from qmgen.dft.basis import BasisError, structure_of
 
     try:
         structure_of([1], name)
@@ -242,8 +242,8 @@ def shape_key(z, options: GenerateOptions):
     Returns ``(n_ao, n_points, n_atoms, structure)`` or None when the basis lacks an
     element (the compute step then records the failure).
     """
-    from qmgen.basis import BasisError
-    from qmgen.batching import BucketPolicy, bucket_of
+    from qmgen.dft.basis import BasisError
+    from qmgen.dft.batching import BucketPolicy, bucket_of
     from qmgen.molecule import MoleculeError
 
     try:

@@ -101,7 +101,7 @@ def outcome(item, record, results) -> tuple[list[dict], list[dict]]:
 def _compute(molecules, options, timing: dict) -> list[dict]:
     """qmgen.compute on one chunk, holding the device lock; an exception becomes
     COMPUTE_ERROR records."""
-    from qmgen.engine import compute
+    from qmgen.dft.engine import compute
 
     if not molecules:
         return []

@@ -1,6 +1,6 @@
 """``qmgen validate``: recompute a random sample of stored conformers with PySCF.
 
-Picks ``sample`` converged conformers (seeded), runs :func:`qmgen.reference.reference_labels`
+Picks ``sample`` converged conformers (seeded), runs :func:`qmgen.dft.reference.reference_labels`
 at the level of theory recorded in the dataset, and compares label by label: the maximum
 and mean absolute error of each, against the tolerances of the SCF parity tests
 (:data:`TOLERANCES`). Writes a parity plot (PNG) and a JSON report next to the dataset
@@ -54,9 +54,9 @@ def sample_rows(ds, n: int, seed: int) -> np.ndarray:
 
 def _check_level(level: dict, root) -> None:
     """The stored level of theory must be usable before PySCF is asked to reproduce it."""
-    from qmgen.engine import PRECISIONS
+    from qmgen.dft.grid import GRID_LEVELS
+    from qmgen.dft.precision import PRECISIONS
     from qmgen.errors import UserError, excerpt
-    from qmgen.grid import GRID_LEVELS
 
     ok = isinstance(level["xc"], str) and isinstance(level["basis"], str)
     ok = ok and type(level["grid_level"]) is int and level["grid_level"] in GRID_LEVELS
@@ -80,7 +80,7 @@ def validate_dataset(
     (default ``ROOT/validation-parity.png``).
     """
     from qmgen.dataset import open_dataset
-    from qmgen.reference import reference_labels
+    from qmgen.dft.reference import reference_labels
 
     root = Path(root)
     ds = open_dataset(root)

@@ -8,19 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qmgen.basis import build_basis
-from qmgen.integrals.eri import eri
-from qmgen.integrals.one_electron import one_electron
+from qmgen.dft.basis import build_basis
+from qmgen.dft.integrals.eri import eri
+from qmgen.dft.integrals.one_electron import one_electron
+from qmgen.dft.precision import check_precision, with_x64
 from qmgen.molecule import Molecule, MoleculeError
-
-PRECISIONS = ("float64", "float32")
-
-
-def check_precision(precision: str):
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    return jnp.float64 if precision == "float64" else jnp.float32
-
 
 TRACE_COUNT = {"integrals": 0}  # Python-side trace counter (tests check it)
 
@@ -36,6 +28,7 @@ def _program():
     return jax.jit(run)
 
 
+@with_x64
 def integrals(mol: Molecule, basis: str = "sto-3g", precision: str = "float64") -> dict:
     """Overlap, kinetic, nuclear attraction, dipole and ERIs of ``mol`` (JAX kernels).
 

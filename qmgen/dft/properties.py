@@ -22,13 +22,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from qmgen.grid import place_grid
-from qmgen.integrals.eri import eri_energy
-from qmgen.integrals.one_electron import one_electron
-from qmgen.integrals.pairs import pair_arrays, pairs_to_packed
-from qmgen.numint import ao_values
-from qmgen.scf import SCFInputs, nuclear_repulsion, xc_energy
-from qmgen.xc import get_functional
+from qmgen.dft.grid import place_grid
+from qmgen.dft.integrals.eri import eri_energy
+from qmgen.dft.integrals.one_electron import one_electron
+from qmgen.dft.integrals.pairs import pair_arrays, pairs_to_packed
+from qmgen.dft.numint import ao_values
+from qmgen.dft.scf import SCFInputs, nuclear_repulsion, xc_energy
+from qmgen.dft.xc import get_functional
 
 
 def frontier(mo_energy, n_occ):

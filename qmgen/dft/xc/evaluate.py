@@ -3,7 +3,7 @@ libxc 7.0.0's screening of tiny densities, as ``pyscf.dft.libxc.eval_xc(..., spi
 deriv=1)`` returns them.
 
 libxc's screening, reproduced per component (the thresholds live in
-:mod:`qmgen.xc.registry`; libxc's work_lda/work_gga drivers and maple-generated kernels):
+:mod:`qmgen.dft.xc.registry`; libxc's work_lda/work_gga drivers and maple-generated kernels):
 
 * points with :math:`\rho <` ``dens_threshold`` give zero (exc, vrho, vsigma);
 * exchange kernels (Slater, B88, PBE-x) also give zero where the spin density
@@ -32,7 +32,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from qmgen.xc.registry import COMPONENTS, Component, get_functional
+from qmgen.dft.xc.registry import COMPONENTS, Component, get_functional
 
 F32_DENS_FLOOR = 1e-10
 
@@ -82,7 +82,7 @@ def eval_xc(
     name: str, rho: jax.Array, sigma: jax.Array | None = None
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     r"""Spin-unpolarised exchange-correlation energy and potential terms of functional
-    ``name`` (see :data:`qmgen.xc.XC_NAMES`), libxc's conventions.
+    ``name`` (see :data:`qmgen.dft.xc.XC_NAMES`), libxc's conventions.
 
     Args:
         name: functional name, case-insensitive (a Python string: static under ``jax.jit``).

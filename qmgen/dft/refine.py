@@ -34,7 +34,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from qmgen.scf import Hamiltonian, SCFInputs, SCFOptions, _orthogonalizer, run_scf
+from qmgen.dft.scf import Hamiltonian, SCFInputs, SCFOptions, _orthogonalizer, run_scf
 
 REFINE_CYCLES = 4
 
@@ -54,7 +54,7 @@ def refine_float64(
       inputs64: the molecule's inputs in float64. ham64: its float64 Hamiltonian, the one
         the float32 iterations used a cast copy of (built once: integrals, grid, AO
         values and J/K layouts are not recomputed here). mo_coeff32, mo_occ32: the
-        converged float32 orbitals and occupations. eigensolver: see ``qmgen.linalg.eigh``.
+        converged float32 orbitals and occupations. eigensolver: see ``qmgen.dft.linalg.eigh``.
 
     Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), dm (n, n), scf_error (the
     float64 |g|), all float64.

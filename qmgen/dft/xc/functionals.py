@@ -6,7 +6,7 @@ libxc's ``zk``, so that :math:`E_{xc} = \int \rho\,\varepsilon_{xc}\,d^3r` (the 
 (any shape works: everything is elementwise):
 
 * ``rho``  -- total electron density in electrons/Bohr^3, **strictly positive** (the caller,
-  :mod:`qmgen.xc.evaluate`, applies libxc's density screening and passes a safe value on
+  :mod:`qmgen.dft.xc.evaluate`, applies libxc's density screening and passes a safe value on
   screened points);
 * ``grad`` -- :math:`|\nabla\rho|` in electrons/Bohr^4, **strictly positive** (GGA only).
 

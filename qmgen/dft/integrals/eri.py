@@ -25,11 +25,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qmgen.basis import Basis
-from qmgen.integrals.boys import boys
-from qmgen.integrals.hermite import coulomb_index, hermite_e, hermite_r, kind_cart2sph, pair_hermite
-from qmgen.integrals.one_electron import primitive_pairs
-from qmgen.integrals.pairs import (
+from qmgen.dft.basis import Basis
+from qmgen.dft.integrals.boys import boys
+from qmgen.dft.integrals.hermite import (
+    coulomb_index,
+    hermite_e,
+    hermite_r,
+    kind_cart2sph,
+    pair_hermite,
+)
+from qmgen.dft.integrals.one_electron import primitive_pairs
+from qmgen.dft.integrals.pairs import (
     n_pairs,
     pack_quartets,
     packed_destinations,
@@ -50,7 +56,7 @@ _VMAP_WIDTH = [1]  # molecules per vmapped call while tracing (see ``vmap_width`
 def vmap_width(n: int):
     """Trace ERI kernels for ``n`` molecules per vmapped call: each ``lax.map`` chunk then
     holds 1/n of the chunk budget per molecule, so the memory of a batched call stays
-    bounded (set by ``qmgen.engine`` around tracing its batched program)."""
+    bounded (set by ``qmgen.dft.engine`` around tracing its batched program)."""
     _VMAP_WIDTH.append(max(1, int(n)))
     try:
         yield

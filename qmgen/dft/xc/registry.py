@@ -1,8 +1,8 @@
 """Functional names -> libxc-equivalent combinations of the components in
-:mod:`qmgen.xc.functionals`.
+:mod:`qmgen.dft.xc.functionals`.
 
 Each :class:`Component` carries the libxc 7.0.0 screening data that PySCF's results depend
-on at tiny densities (see :mod:`qmgen.xc.evaluate`): the density threshold
+on at tiny densities (see :mod:`qmgen.dft.xc.evaluate`): the density threshold
 ``dens_threshold`` of the libxc functional info, and whether libxc additionally screens per
 spin channel (``rho/2 <= dens_threshold`` gives zero, as its maple-generated exchange code
 does). The thresholds were measured by probing ``pyscf.dft.libxc.eval_xc`` (libxc 7.0.0)
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from qmgen.xc import functionals as fn
+from qmgen.dft.xc import functionals as fn
 
 
 @dataclass(frozen=True)

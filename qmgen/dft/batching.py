@@ -1,7 +1,7 @@
 """Shape buckets, padding and stacking: how many molecules share one compiled program.
 
 The compiled SCF program depends only on static shapes: the basis *structure* (shell
-count per kind, see ``qmgen.basis``), the number of atoms and the number of grid points.
+count per kind, see ``qmgen.dft.basis``), the number of atoms and the number of grid points.
 Elements, coordinates, exponents and which atom a shell sits on are array data. So no
 canonical atom reordering is needed for sharing: two molecules whose shell counts per kind
 round up to the same values share a program whatever their atom order, and every result
@@ -19,11 +19,11 @@ import dataclasses
 import jax
 import numpy as np
 
-from qmgen.basis import build_basis, structure_of
-from qmgen.grid import build_grid, grid_size
-from qmgen.guess import sad_density
+from qmgen.dft.basis import build_basis, structure_of
+from qmgen.dft.grid import build_grid, grid_size
+from qmgen.dft.guess import sad_density
+from qmgen.dft.scf import SCFInputs
 from qmgen.molecule import Molecule
-from qmgen.scf import SCFInputs
 
 
 def ladder(n: int, fraction: float) -> int:

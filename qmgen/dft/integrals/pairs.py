@@ -1,6 +1,6 @@
 """Shell pairs, shell quartets and the symmetric expansion of unique blocks to dense arrays.
 
-Shells are grouped into kinds (see ``qmgen.basis``). A *pair class* is a pair of kinds
+Shells are grouped into kinds (see ``qmgen.dft.basis``). A *pair class* is a pair of kinds
 (X, Y) with X >= Y; for X == Y it holds the shell pairs i >= j, otherwise all (i, j). A
 *quartet class* is a pair of pair classes (P, Q) with P >= Q, holding pair pairs
 bra >= ket when P == Q. Unique blocks are computed once per class (the 2-fold symmetry of
@@ -19,7 +19,7 @@ from functools import cache
 import jax.numpy as jnp
 import numpy as np
 
-from qmgen.basis import Basis
+from qmgen.dft.basis import Basis
 
 
 @cache

@@ -2,19 +2,19 @@
 
 Usage::
 
-    from qmgen.xc import get_functional, eval_xc, XC_NAMES
+    from qmgen.dft.xc import get_functional, eval_xc, XC_NAMES
     f = get_functional("b3lyp5")                   # name, pyscf_name, hyb, is_gga
     exc, vrho, vsigma = eval_xc("b3lyp5", rho, sigma)  # rho, sigma: (n,) float32/float64
 
 ``exc``, ``vrho``, ``vsigma`` equal PySCF's ``dft.libxc.eval_xc(f.pyscf_name, ..., spin=0,
 deriv=1)`` (exc, vxc[0], vxc[1]), libxc's screening of tiny densities included.
 
-Modules: :mod:`~qmgen.xc.functionals` (energy densities, the physics),
-:mod:`~qmgen.xc.registry` (names -> combinations, libxc thresholds),
-:mod:`~qmgen.xc.evaluate` (screening and derivatives).
+Modules: :mod:`~qmgen.dft.xc.functionals` (energy densities, the physics),
+:mod:`~qmgen.dft.xc.registry` (names -> combinations, libxc thresholds),
+:mod:`~qmgen.dft.xc.evaluate` (screening and derivatives).
 """
 
-from qmgen.xc.evaluate import eval_xc
-from qmgen.xc.registry import XC_NAMES, Functional, get_functional
+from qmgen.dft.xc.evaluate import eval_xc
+from qmgen.dft.xc.registry import XC_NAMES, Functional, get_functional
 
 __all__ = ["XC_NAMES", "Functional", "eval_xc", "get_functional"]

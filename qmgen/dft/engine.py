@@ -1,6 +1,6 @@
 """``qmgen.compute``: molecules in, one label record per molecule out, in input order.
 
-This is the one vmap boundary: molecules are grouped by shape bucket (``qmgen.batching``),
+This is the one vmap boundary: molecules are grouped by shape bucket (``qmgen.dft.batching``),
 padded, stacked and run through ``jit(vmap(labels_kernel))``; results are trimmed back to
 each molecule's own atoms and orbitals. The engine owns the jit cache (one compiled program
 per bucket, batch size and setting) and turns on JAX's persistent compilation cache so a
@@ -24,20 +24,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qmgen.basis import BasisError
-from qmgen.batching import Bucket, BucketPolicy, bucket_of, coarsen, prepare, stack
-from qmgen.grid import check_level
-from qmgen.linalg import METHODS as EIGENSOLVERS
+from qmgen.dft.basis import BasisError
+from qmgen.dft.batching import Bucket, BucketPolicy, bucket_of, coarsen, prepare, stack
+from qmgen.dft.grid import check_level
+from qmgen.dft.linalg import METHODS as EIGENSOLVERS
+from qmgen.dft.precision import check_precision, with_x64
+from qmgen.dft.xc import get_functional
 from qmgen.molecule import Molecule, MoleculeError
 from qmgen.status import Status
-from qmgen.xc import get_functional
 
 Precision = Literal["float64", "float32"]
-PRECISIONS = ("float64", "float32")
 
 # float32 SCF stops here: its energies resolve ~1e-7 of the total (3e-5 Ha at 500 Ha) and
 # its |g| stalls at a few 1e-4 (tighter thresholds ran to max_cycle); float64 DIIS cycles in
-# qmgen.refine finish the job (f32 vs f64: |dE| < 0.01 meV, |dgap| < 0.2 meV)
+# qmgen.dft.refine finish the job (f32 vs f64: |dE| < 0.01 meV, |dgap| < 0.2 meV)
 F32_CONV_TOL = 1e-3
 F32_CONV_TOL_GRAD = 1e-3
 
@@ -48,8 +48,12 @@ TRACE_COUNT: dict = {}
 def enable_compilation_cache(path: str | None = None) -> str | None:
     """Turn on JAX's persistent compilation cache (default ~/.cache/qmgen/jax).
 
-    ``QMGEN_CACHE_DIR`` overrides the location; ``QMGEN_CACHE_DIR=none`` disables it.
+    ``QMGEN_CACHE_DIR`` overrides the location; ``QMGEN_CACHE_DIR=none`` disables it. A
+    cache directory the caller already gave JAX is kept. Called by ``compute``, not at
+    import.
     """
+    if path is None and jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
     path = (
         path
         or os.environ.get("QMGEN_CACHE_DIR")
@@ -102,9 +106,9 @@ def _labels_kernel(inputs, cycles, settings: Settings):
     float32 mode builds the Hamiltonian once in float64 (integrals, grid, AO values, J/K
     layouts), iterates on a float32 copy of it and finishes on the float64 original.
     """
-    from qmgen import properties, refine
-    from qmgen.integrals.eri import eri_packed
-    from qmgen.scf import SCFOptions, build_hamiltonian, cast_hamiltonian, run_scf
+    from qmgen.dft import properties, refine
+    from qmgen.dft.integrals.eri import eri_packed
+    from qmgen.dft.scf import SCFOptions, build_hamiltonian, cast_hamiltonian, run_scf
 
     opts = SCFOptions(
         xc=settings.xc,
@@ -194,7 +198,7 @@ def _batched(settings: Settings, bucket: Bucket, mode: str):
     per batch size)."""
 
     def run(batch, cycles):
-        from qmgen.integrals.eri import vmap_width
+        from qmgen.dft.integrals.eri import vmap_width
 
         TRACE_COUNT[(bucket, settings)] = TRACE_COUNT.get((bucket, settings), 0) + 1
         width = batch.n_occ.shape[0]
@@ -272,12 +276,12 @@ def _failure(status: Status, message: str) -> dict:
 def _check_options(xc, basis, grid_level, precision):
     get_functional(xc)
     check_level(grid_level)
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    check_precision(precision)
     if not isinstance(basis, str) or not basis:
         raise ValueError(f"basis must be a basis-set name such as 'sto-3g', got {basis!r}")
 
 
+@with_x64
 def compute(
     molecules: Sequence[Molecule],
     basis: str = "sto-3g",
@@ -315,7 +319,7 @@ def compute(
         a second pass, batched together, from their last density, up to ``max_cycle``
         cycles in all. Ignored at batch size 1.
       eigensolver: "auto" (LAPACK on CPU, batched Jacobi on accelerators), "lapack" or
-        "jacobi" (``qmgen.linalg.eigh``).
+        "jacobi" (``qmgen.dft.linalg.eigh``).
 
     Returns:
       One dict per input molecule, in input order, with ``energy``, ``homo``, ``lumo``,

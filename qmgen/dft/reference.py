@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from qmgen.dft.xc import get_functional
 from qmgen.molecule import Molecule
-from qmgen.xc import get_functional
 
 
 def pyscf_mol(mol: Molecule, basis: str = "sto-3g"):

@@ -17,7 +17,7 @@ history handled by masks. The loop is a ``lax.while_loop`` with PySCF's converge
 Padding AOs (zero functions that map many molecules onto one compiled shape) get an
 identity overlap block and a Fock diagonal above every real orbital energy (``pad_core``)
 so they are never occupied and sort last.
-The single-molecule kernel here is pure; batching (vmap) happens in ``qmgen.engine``.
+The single-molecule kernel here is pure; batching (vmap) happens in ``qmgen.dft.engine``.
 """
 
 from __future__ import annotations
@@ -27,14 +27,19 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from qmgen.basis import Basis
-from qmgen.grid import Grid, place_grid
-from qmgen.integrals.eri import eri_packed
-from qmgen.integrals.one_electron import one_electron
-from qmgen.integrals.pairs import packed_to_exchange, packed_to_pairs, pair_arrays, pairs_to_matrix
-from qmgen.linalg import eigh
-from qmgen.numint import ao_values, eval_rho, vxc_matrix
-from qmgen.xc import eval_xc, get_functional
+from qmgen.dft.basis import Basis
+from qmgen.dft.grid import Grid, place_grid
+from qmgen.dft.integrals.eri import eri_packed
+from qmgen.dft.integrals.one_electron import one_electron
+from qmgen.dft.integrals.pairs import (
+    packed_to_exchange,
+    packed_to_pairs,
+    pair_arrays,
+    pairs_to_matrix,
+)
+from qmgen.dft.linalg import eigh
+from qmgen.dft.numint import ao_values, eval_rho, vxc_matrix
+from qmgen.dft.xc import eval_xc, get_functional
 
 
 def pad_core(h, ao_mask):
@@ -83,7 +88,7 @@ class SCFOptions:
     diis_start_cycle: int = 1
     level_shift: float = 0.0
     damping: float = 0.0
-    eigensolver: str = "auto"  # see qmgen.linalg.eigh
+    eigensolver: str = "auto"  # see qmgen.dft.linalg.eigh
 
     @property
     def tol_grad(self) -> float:
@@ -247,7 +252,7 @@ def run_scf(
 
     ``max_cycle``: optional traced cycle cap (int array, at most ``opts.max_cycle``), so
     one compiled program serves a short first pass and the continuation of stragglers
-    (``qmgen.engine``); default ``opts.max_cycle``.
+    (``qmgen.dft.engine``); default ``opts.max_cycle``.
 
     Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), mo_occ (n,), dm (n, n),
     converged, n_iter, scf_error (final ‖g‖), and the Hamiltonian pieces used by labels.

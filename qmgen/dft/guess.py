@@ -12,7 +12,7 @@ from functools import cache
 
 import numpy as np
 
-from qmgen.basis import BasisLayout
+from qmgen.dft.basis import BasisLayout
 from qmgen.molecule import SYMBOLS, Molecule
 
 

@@ -13,7 +13,7 @@ and the nuclear attraction is
 R_{tuv}(p, \mathbf{P}-\mathbf{C})`.
 
 All functions take a ``Basis`` and ``positions`` (natom, 3) in Bohr as arrays and return
-matrices in the internal AO order (see ``qmgen.basis``); results match PySCF's
+matrices in the internal AO order (see ``qmgen.dft.basis``); results match PySCF's
 ``int1e_ovlp``, ``int1e_kin``, ``int1e_r`` and ``int1e_nuc`` after reordering.
 """
 
@@ -23,9 +23,9 @@ import math
 
 import jax.numpy as jnp
 
-from qmgen.basis import Basis
-from qmgen.integrals.boys import boys
-from qmgen.integrals.hermite import (
+from qmgen.dft.basis import Basis
+from qmgen.dft.integrals.boys import boys
+from qmgen.dft.integrals.hermite import (
     hermite_e,
     hermite_r,
     kind_cart2sph,
@@ -33,7 +33,7 @@ from qmgen.integrals.hermite import (
     kind_powers,
     pair_hermite,
 )
-from qmgen.integrals.pairs import expand_pairs, pair_classes, pair_indices
+from qmgen.dft.integrals.pairs import expand_pairs, pair_classes, pair_indices
 
 
 def primitive_pairs(basis: Basis, positions, x: int, y: int) -> dict:

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from qmgen.basis import Basis
-from qmgen.integrals.hermite import kind_cart2sph, kind_cart_l, kind_powers
+from qmgen.dft.basis import Basis
+from qmgen.dft.integrals.hermite import kind_cart2sph, kind_cart_l, kind_powers
 
 
 def _powers(x, lmax: int):

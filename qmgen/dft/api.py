@@ -8,13 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from qmgen.basis import build_basis
-from qmgen.grid import build_grid, check_level, place_grid
-from qmgen.integrals.api import check_precision
+from qmgen.dft.basis import build_basis
+from qmgen.dft.grid import build_grid, check_level, place_grid
+from qmgen.dft.numint import ao_values
+from qmgen.dft.precision import check_precision, with_x64
+from qmgen.dft.scf import xc_energy
+from qmgen.dft.xc import get_functional
 from qmgen.molecule import Molecule, MoleculeError
-from qmgen.numint import ao_values
-from qmgen.scf import xc_energy
-from qmgen.xc import get_functional
 
 
 @cache
@@ -28,6 +28,7 @@ def _program(xc: str, deriv: int):
     return jax.jit(run)
 
 
+@with_x64
 def nr_rks(mol: Molecule, dm, basis="sto-3g", xc="b3lyp", grid_level=0, precision="float64"):
     """(nelec, exc, vxc) of the closed-shell density matrix ``dm`` on PySCF's grid.
 
