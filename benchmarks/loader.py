@@ -31,8 +31,8 @@ import h5py
 import numpy as np
 
 from qmgen.dataset import open_dataset, store
-from qmgen.pipeline import manifest as mf
-from qmgen.pipeline.shards import write_shard
+from qmgen.storage import manifest as mf
+from qmgen.storage.writer import write_shard
 
 
 def synthetic_rows(n: int, seed: int) -> list[dict]:

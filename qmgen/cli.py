@@ -17,7 +17,7 @@ import traceback
 COMMAND_MODULES = (
     "qmgen.pipeline.cli",  # generate, validate
     "qmgen.chem.cli",  # sample
-    "qmgen.inspect",  # info, verify, export
+    "qmgen.dataset.cli",  # info, verify, export
 )
 
 

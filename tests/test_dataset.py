@@ -11,8 +11,8 @@ import pytest
 from test_shards import ATTRS, _flip_byte_in_chunk, assert_row_equal, write_dataset
 
 from qmgen.dataset import CorruptShardError, open_dataset
-from qmgen.pipeline import manifest as mf
 from qmgen.status import Status
+from qmgen.storage import manifest as mf
 from qmgen.units import BOHR, HARTREE_TO_EV
 
 SIZES = (37, 0, 50, 13)  # an empty shard (failures only) in the middle

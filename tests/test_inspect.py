@@ -11,10 +11,12 @@ import pytest
 from test_shards import ATTRS, _flip_byte_in_chunk, write_dataset
 
 from qmgen.cli import main
-from qmgen.inspect import dataset_info, verify_dataset
+from qmgen.dataset.info import dataset_info
+from qmgen.dataset.verify import verify_dataset
 from qmgen.molecule import SYMBOLS
-from qmgen.pipeline import manifest as mf
-from qmgen.pipeline.shards import write_shard
+from qmgen.storage import manifest as mf
+from qmgen.storage.files import atomic_write_text
+from qmgen.storage.writer import write_shard
 from qmgen.units import HARTREE_TO_EV
 
 QM1B_COLUMNS = ["smile", "atoms", "z", "energy", "homo", "lumo", "N", "std", "y", "pos"]
@@ -70,14 +72,14 @@ def test_verify_reports_missing_and_unindexed_shards(copy, capsys):
 def test_verify_row_count_mismatch_and_notes(copy):
     index = mf.read_index(copy)
     index["shards"][0]["n_rows"] = 31  # the offsets after it no longer add up
-    mf.atomic_write_text(copy / mf.INDEX_NAME, json.dumps(index))
+    atomic_write_text(copy / mf.INDEX_NAME, json.dumps(index))
     (copy / "shards" / ".shard-000009.h5.tmp-123-abc").write_bytes(b"partial")
     problems, summary = verify_dataset(copy)
     assert any("row_offset 30, the rows before it add up to 31" in m for _, _, m in problems)
     assert any("temporary file" in note for note in summary["notes"])
     # a consistent index (offsets and totals rewritten) that disagrees with the shard
     consistent = mf.build_index(index["attrs"], index["shards"])
-    mf.atomic_write_text(copy / mf.INDEX_NAME, json.dumps(consistent))
+    atomic_write_text(copy / mf.INDEX_NAME, json.dumps(consistent))
     problems, _ = verify_dataset(copy)
     assert "shard has 30 rows, index.json says 31" in [m for _, _, m in problems]
 

@@ -32,11 +32,12 @@ import numpy as np
 import pytest
 
 import qmgen
-from qmgen.pipeline import manifest as mf
 from qmgen.pipeline.run import generate
-from qmgen.pipeline.shards import check_shard, read_shard
 from qmgen.pipeline.task import run_shard
 from qmgen.status import Status
+from qmgen.storage import manifest as mf
+from qmgen.storage.check import check_shard
+from qmgen.storage.reader import read_shard
 
 GOOD = [
     "CCO ethanol",

@@ -19,8 +19,9 @@ from test_shards import write_dataset
 
 import qmgen
 from qmgen.cli import main
-from qmgen.pipeline import manifest as mf
-from qmgen.pipeline.shards import CorruptShardError, sha256_file
+from qmgen.storage import manifest as mf
+from qmgen.storage.files import sha256_file
+from qmgen.storage.schema import CorruptShardError
 
 
 @pytest.fixture(scope="module")

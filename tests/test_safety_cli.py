@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 import qmgen
-from qmgen.pipeline import manifest as mf
 from qmgen.pipeline.lock import LOCK_NAME
 from qmgen.status import Status
+from qmgen.storage import manifest as mf
 
 BAD_LINES = ["C1CC unclosed_ring", "Xx1 no_element", "[CH3] methyl_radical", "[Si] silicon"]
 BAD_LINES += ["C(C)(C)(C)(C)C pentavalent", "[NH4] odd"]

@@ -20,18 +20,13 @@ import h5py
 import numpy as np
 import pytest
 
-from qmgen.pipeline import manifest as mf
-from qmgen.pipeline.shards import (
-    SCHEMA_VERSION,
-    CorruptShardError,
-    ShardReader,
-    check_shard,
-    read_shard,
-    remove_stale_tmp,
-    sha256_file,
-    write_shard,
-)
 from qmgen.status import Status
+from qmgen.storage import manifest as mf
+from qmgen.storage.check import check_shard
+from qmgen.storage.files import sha256_file
+from qmgen.storage.reader import ShardReader, read_shard
+from qmgen.storage.schema import SCHEMA_VERSION, CorruptShardError
+from qmgen.storage.writer import remove_stale_tmp, write_shard
 
 ODD_INPUT = b"C1=CC\xff\xfe\x00junk".decode("utf-8", "surrogateescape")  # raw bytes, NUL
 ATTRS = dict(
@@ -230,7 +225,7 @@ def test_killed_writer_leaves_no_final_file(tmp_path):
     path = tmp_path / "shard-000000.h5"
     script = (
         "import sys, numpy as np\n"
-        "from qmgen.pipeline.shards import write_shard\n"
+        "from qmgen.storage.writer import write_shard\n"
         "n = 150_000\n"
         "rows = [dict(z=np.full(20, 6), positions=np.zeros((20, 3)), energy=0.0, homo=0.0,\n"
         "  lumo=0.0, gap=0.0, mo_energy=np.zeros(40), dipole=np.zeros(3),\n"

@@ -35,7 +35,7 @@ _EXPORTS = {
     "canonical_smiles": "smiles",
     "conformer_seed": "conformers",
     "embed_molecules": "conformers",
-    "smiles_to_molecules": "conformers",
+    "smiles_to_molecules": "smiles",
     "sample_molecules": "sampler",
 }
 

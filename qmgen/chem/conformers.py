@@ -62,7 +62,7 @@ def embed(mol: Chem.Mol, n_conformers: int, seed: int, prune_rms: float | None =
     from rdkit import Chem
     from rdkit.Chem import rdDistGeom
 
-    from qmgen.chem.smiles import rdkit_log_capture
+    from qmgen.chem.records import rdkit_log_capture
 
     mh = Chem.AddHs(mol)
     ids: list[int] = []
@@ -95,7 +95,7 @@ def optimize(mh: Chem.Mol, method: str, max_iters: int = 500) -> str:
         return ""
     from rdkit.Chem import rdForceFieldHelpers as ff
 
-    from qmgen.chem.smiles import rdkit_log_capture
+    from qmgen.chem.records import rdkit_log_capture
 
     with rdkit_log_capture():
         if method == "mmff":
@@ -151,20 +151,3 @@ def embed_molecules(
         notes.append(note)
     mols = to_molecules(mh, ids, Chem.GetFormalCharge(mh), name)
     return mols, "; ".join(notes)
-
-
-def smiles_to_molecules(smiles: str, options: ChemOptions | None = None, **overrides):
-    """Conformers of one SMILES as a list of :class:`qmgen.Molecule` (positions in Bohr).
-
-    Convenience for interactive use; raises :class:`ChemError` (with ``.status``) where
-    the readers would return a failure record.
-    """
-    from qmgen.chem.smiles import smiles_record
-
-    options = ChemOptions.make(options, **overrides)
-    if options.n_conformers < 1:
-        raise ValueError("smiles_to_molecules needs n_conformers >= 1")
-    rec = smiles_record(smiles, options=options)
-    if not rec.ok:
-        raise ChemError(rec.status, rec.message)
-    return list(rec.conformers)

@@ -310,7 +310,7 @@ def _xyz_smiles(mol) -> str:
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
 
-    from qmgen.chem.smiles import rdkit_log_capture
+    from qmgen.chem.records import rdkit_log_capture
 
     with rdkit_log_capture():
         try:
@@ -329,7 +329,7 @@ def iter_sdf(path: str | Path, options: ChemOptions | None = None, **overrides):
     """Records for the blocks of an SD file; index = block number."""
     from rdkit import Chem
 
-    from qmgen.chem.smiles import rdkit_log_capture
+    from qmgen.chem.records import rdkit_log_capture
 
     options = ChemOptions.make(options, **overrides)
     path = Path(path)

@@ -9,6 +9,7 @@ names the problem. Readers never raise on bad input; they raise only for usage e
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -209,3 +210,28 @@ def failure(
         raw=raw,
         format=format,
     )
+
+
+_LOG_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*")
+
+
+@contextlib.contextmanager
+def rdkit_log_capture():
+    """Silence RDKit's error log inside the block; yields a list that receives its lines.
+
+    Uses ``rdBase.CaptureErrorLog`` where this RDKit has it, else ``BlockLogs`` (then the
+    list stays empty and callers fall back to generic messages).
+    """
+    from rdkit import rdBase
+
+    lines: list[str] = []
+    if hasattr(rdBase, "CaptureErrorLog"):
+        with rdBase.BlockLogs(), rdBase.CaptureErrorLog() as cap:
+            try:
+                yield lines
+            finally:
+                text = cap.messages or ""
+                lines.extend(_LOG_PREFIX.sub("", ln).strip() for ln in text.splitlines())
+    else:  # pragma: no cover - older RDKit
+        with rdBase.BlockLogs():
+            yield lines

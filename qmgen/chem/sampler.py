@@ -213,7 +213,7 @@ def sample_molecules(
 
     Returns a list of ``n`` strings in the order they were found.
     """
-    from qmgen.chem.smiles import rdkit_log_capture
+    from qmgen.chem.records import rdkit_log_capture
 
     if int(n) < 0:
         raise ValueError(f"n must be >= 0, got {n}")

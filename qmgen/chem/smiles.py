@@ -17,43 +17,19 @@ RDKit is imported inside the functions, so importing this module does not need R
 
 from __future__ import annotations
 
-import contextlib
 import re
 from typing import TYPE_CHECKING
 
-from qmgen.chem.records import ChemError, ChemOptions, InputRecord, failure
+from qmgen.chem.records import ChemError, ChemOptions, InputRecord, failure, rdkit_log_capture
 from qmgen.errors import clip, excerpt
 from qmgen.status import Status
 
 if TYPE_CHECKING:
     from rdkit import Chem
 
-_LOG_PREFIX = re.compile(r"^\[\d\d:\d\d:\d\d\]\s*")
 # one match per atom of a SMILES: bracket atom, two-letter organic, one-letter organic
 # (aromatic too), wildcard; exact for valid SMILES (implicit hydrogens not counted)
 _SMILES_ATOM = re.compile(r"\[[^\]]*\]|Cl|Br|[BCNOPSFI]|[bcnops]|\*")
-
-
-@contextlib.contextmanager
-def rdkit_log_capture():
-    """Silence RDKit's error log inside the block; yields a list that receives its lines.
-
-    Uses ``rdBase.CaptureErrorLog`` where this RDKit has it, else ``BlockLogs`` (then the
-    list stays empty and callers fall back to generic messages).
-    """
-    from rdkit import rdBase
-
-    lines: list[str] = []
-    if hasattr(rdBase, "CaptureErrorLog"):
-        with rdBase.BlockLogs(), rdBase.CaptureErrorLog() as cap:
-            try:
-                yield lines
-            finally:
-                text = cap.messages or ""
-                lines.extend(_LOG_PREFIX.sub("", ln).strip() for ln in text.splitlines())
-    else:  # pragma: no cover - older RDKit
-        with rdBase.BlockLogs():
-            yield lines
 
 
 def short(text: str, limit: int = 60) -> str:
@@ -248,3 +224,18 @@ def smiles_record(
         conformers=tuple(conformers),
         format="smiles",
     )
+
+
+def smiles_to_molecules(smiles: str, options: ChemOptions | None = None, **overrides):
+    """Conformers of one SMILES as a list of :class:`qmgen.Molecule` (positions in Bohr).
+
+    Convenience for interactive use; raises :class:`ChemError` (with ``.status``) where
+    the readers would return a failure record.
+    """
+    options = ChemOptions.make(options, **overrides)
+    if options.n_conformers < 1:
+        raise ValueError("smiles_to_molecules needs n_conformers >= 1")
+    rec = smiles_record(smiles, options=options)
+    if not rec.ok:
+        raise ChemError(rec.status, rec.message)
+    return list(rec.conformers)

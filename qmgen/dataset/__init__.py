@@ -2,6 +2,6 @@
 
 from qmgen.dataset.columns import Columns, to_packed, to_padded
 from qmgen.dataset.reader import Dataset, open_dataset
-from qmgen.pipeline.shards import CorruptShardError
+from qmgen.storage.schema import CorruptShardError
 
 __all__ = ["Columns", "CorruptShardError", "Dataset", "open_dataset", "to_packed", "to_padded"]

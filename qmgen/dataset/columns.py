@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qmgen.pipeline.shards import ROW_SCALARS
+from qmgen.storage.schema import ROW_SCALARS
 
 # per-conformer keys returned to users, in this order (plus atom keys, strings, index)
 _ROW_KEYS = ROW_SCALARS + ("dipole", "n_atoms", "n_heavy", "n_basis", "n_iter", "converged")

@@ -32,16 +32,10 @@ import numpy as np
 
 from qmgen.dataset.columns import Columns, to_packed, to_padded
 from qmgen.dataset.store import Store
-from qmgen.pipeline import manifest as mf
-from qmgen.pipeline.shards import (
-    CONFORMER_FIELDS,
-    ROW_SCALARS,
-    CorruptShardError,
-    ShardReader,
-    read_attrs,
-    read_failures,
-)
 from qmgen.status import Status
+from qmgen.storage import manifest as mf
+from qmgen.storage.reader import ShardReader, read_attrs, read_failures
+from qmgen.storage.schema import CONFORMER_FIELDS, ROW_SCALARS, CorruptShardError
 
 LAYOUTS = ("padded", "packed")
 

@@ -18,14 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from qmgen.dataset.columns import Columns
-from qmgen.pipeline.manifest import shard_file
-from qmgen.pipeline.shards import (
-    ROW_SCALARS,
-    CorruptShardError,
-    ShardReader,
-    read_molecules,
-    sha256_file,
-)
+from qmgen.storage.files import sha256_file
+from qmgen.storage.manifest import shard_file
+from qmgen.storage.reader import ShardReader, read_molecules
+from qmgen.storage.schema import ROW_SCALARS, CorruptShardError
 from qmgen.units import energy_factor, length_factor
 
 VERIFY_MODES = ("once", "none")

@@ -256,3 +256,11 @@ def n_workers(client) -> int:
         return len(client.nthreads())
     except Exception:  # noqa: BLE001 - a scheduler hiccup must not stop the driver
         return 1
+
+
+def device_kind() -> str:
+    """What computes here, e.g. "cpu" or "gpu:NVIDIA H100 80GB HBM3"."""
+    import jax
+
+    dev = jax.devices()[0]
+    return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"

@@ -158,7 +158,7 @@ def conformer_processes(requested: int | None) -> int:
     (0 on a CPU worker, where the cores compute; else :func:`auto_conformer_processes`)."""
     if requested is not None:
         return max(int(requested), 0)
-    from qmgen.pipeline.task import device_kind
+    from qmgen.pipeline.cluster import device_kind
 
     if device_kind().startswith("cpu:"):
         return 0

@@ -19,19 +19,16 @@ shard -> input indices map and its hash; ``config.json`` the options and their h
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 
 from qmgen.status import Status
+from qmgen.storage.files import sha256_file
+from qmgen.storage.runfiles import json_digest
 
 AUTO_SHARD_TARGET = 8  # auto shard size: about this many shards for small inputs...
 AUTO_SHARD_MIN, AUTO_SHARD_MAX = 8, 1000  # ...within these bounds (conformers per shard)
-PLAN_NAME = "plan.json"
-CONFIG_NAME = "config.json"
 
 
 @dataclass(frozen=True)
@@ -219,17 +216,6 @@ class Plan:
         return body
 
 
-def json_digest(doc) -> str:
-    """SHA-256 of a JSON document in canonical form (sorted keys): options, plans."""
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_of(path) -> str:
-    from qmgen.pipeline.shards import sha256_file
-
-    return sha256_file(path)
-
-
 def auto_shard_size(n_conformers: int) -> int:
     """Default conformers per shard: about AUTO_SHARD_TARGET shards, within bounds."""
     size = math.ceil(max(n_conformers, 1) / AUTO_SHARD_TARGET)
@@ -262,7 +248,7 @@ def _atomic_numbers(record) -> list[int] | None:
         return None
     from rdkit import Chem
 
-    from qmgen.chem.smiles import rdkit_log_capture
+    from qmgen.chem.records import rdkit_log_capture
 
     with rdkit_log_capture():
         mol = Chem.MolFromSmiles(record.smiles)
@@ -307,7 +293,7 @@ def plan_items(input_path, options: GenerateOptions):
 
 def make_plan(input_path, options: GenerateOptions, input_sha256: str | None = None) -> Plan:
     """The deterministic plan of ``input_path`` under ``options`` (see the module doc)."""
-    input_sha256 = input_sha256 or sha256_of(input_path)
+    input_sha256 = input_sha256 or sha256_file(input_path)
     items = plan_items(input_path, options)
     valid = [(it, key) for it, key in items if it.ok]
     invalid = [it for it, _ in items if not it.ok]
@@ -338,65 +324,6 @@ def make_plan(input_path, options: GenerateOptions, input_sha256: str | None = N
         n_valid=len(valid),
         shard_size=shard_size,
     )
-
-
-def read_json(path) -> dict | None:
-    """Parsed JSON file, or None when it does not exist; malformed JSON raises
-    :class:`~qmgen.pipeline.manifest.DatasetIndexError` naming the file and line."""
-    from qmgen.pipeline.manifest import load_json
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    return load_json(path)
-
-
-def _hex_digest(doc: dict, key: str, where: str, required: bool = True) -> None:
-    from qmgen.pipeline.manifest import DatasetIndexError, is_sha256
-
-    value = doc.get(key)
-    if value is None and not required:
-        return
-    if not is_sha256(value):
-        raise DatasetIndexError(f"{where}: {key} is not a SHA-256 hex digest")
-
-
-def check_config(doc, where: str) -> dict:
-    """Validate a config.json document (types of options, input, hashes); returns it."""
-    from qmgen.pipeline.manifest import DatasetIndexError
-
-    if not isinstance(doc, dict):
-        raise DatasetIndexError(f"{where}: not a JSON object")
-    if not isinstance(doc.get("options"), dict) or not isinstance(doc.get("input"), dict):
-        raise DatasetIndexError(f"{where}: needs 'options' and 'input' objects")
-    _hex_digest(doc, "options_hash", where)
-    _hex_digest(doc["input"], "sha256", f"{where}: input")
-    _hex_digest(doc, "plan_hash", where, required=False)
-    return doc
-
-
-def check_plan(doc, where: str) -> dict:
-    """Validate a plan.json document: its hash over its own body, shard ids 0..n-1 and
-    non-negative counts; returns it."""
-    from qmgen.pipeline.manifest import DatasetIndexError
-
-    if not isinstance(doc, dict) or not isinstance(doc.get("shards"), list):
-        raise DatasetIndexError(f"{where}: not a plan (an object with a 'shards' list)")
-    _hex_digest(doc, "plan_hash", where)
-    body = {k: v for k, v in doc.items() if k != "plan_hash"}
-    if json_digest(body) != doc["plan_hash"]:
-        raise DatasetIndexError(f"{where}: plan_hash does not match the plan's content")
-    for i, shard in enumerate(doc["shards"]):
-        ok = isinstance(shard, dict) and shard.get("shard_id") == i
-        ok = ok and _count_ok(shard.get("n_conformers"))
-        indices = shard.get("molecule_indices") if ok else None
-        if not ok or not isinstance(indices, list) or not all(map(_count_ok, indices)):
-            raise DatasetIndexError(f"{where}: shards[{i}] is not a valid shard plan")
-    return doc
-
-
-def _count_ok(value) -> bool:
-    return type(value) is int and 0 <= value < 2**62
 
 
 def option_changes(old: dict, new: dict) -> list[str]:

@@ -8,7 +8,7 @@ then is a shard done. At the end it writes ``index.json``.
 
 Crash safety and resume: a rerun of the same command recomputes the (deterministic) plan,
 checks it against ``plan.json``, skips every shard whose manifest line and checksum match
-(:func:`~qmgen.pipeline.manifest.completed_shards`) and computes the rest. Files written
+(:func:`~qmgen.storage.manifest.completed_shards`) and computes the rest. Files written
 by a worker that died, or by a task whose driver died, stay in the staging folder and are
 never mistaken for finished shards. A worker that dies is replaced and its task rerun by
 Dask; a shard that kills ``allowed_failures + 1`` workers in a row is stored as
@@ -26,21 +26,12 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from qmgen.errors import QmgenError, UserError, environment_problem
-from qmgen.pipeline import manifest as mf
 from qmgen.pipeline.lock import LOCK_NAME, DirectoryLock
-from qmgen.pipeline.plan import (
-    CONFIG_NAME,
-    PLAN_NAME,
-    GenerateOptions,
-    Plan,
-    check_config,
-    check_plan,
-    make_plan,
-    option_changes,
-    read_json,
-    sha256_of,
-)
+from qmgen.pipeline.plan import GenerateOptions, Plan, make_plan, option_changes
 from qmgen.status import Status
+from qmgen.storage import manifest as mf
+from qmgen.storage.files import atomic_write_text, fsync, sha256_file
+from qmgen.storage.runfiles import CONFIG_NAME, PLAN_NAME, check_config, check_plan, read_json
 
 log = logging.getLogger("qmgen.pipeline")
 
@@ -184,7 +175,6 @@ class CommitError(Exception):
 
 def commit(root: Path, info: dict) -> dict:
     """Move a staged shard to its final name and append its manifest line; returns it."""
-    from qmgen.pipeline.shards import sha256_file
 
     staged, final = Path(info["path"]), mf.shard_path(root, info["shard_id"])
     if staged != final:
@@ -195,7 +185,7 @@ def commit(root: Path, info: dict) -> dict:
         if digest != info["sha256"]:
             raise CommitError(f"staged shard {staged} does not match its SHA-256")
         os.replace(staged, final)
-        mf.fsync_dir(final.parent)
+        fsync(final.parent, directory=True)
     entry = mf.manifest_entry(dict(info, path=str(final)), root)
     for key in ("n_conformers", "n_items", "worker", "timing", "device", "conformer_processes"):
         if key in info:
@@ -206,7 +196,7 @@ def commit(root: Path, info: dict) -> dict:
 
 def died_shard(root: Path, shard, attrs: dict, reason: str) -> dict:
     """Write shard ``shard`` as WORKER_DIED failure records (one per input item)."""
-    from qmgen.pipeline.shards import write_shard
+    from qmgen.storage.writer import write_shard
 
     failures = [
         dict(
@@ -284,7 +274,7 @@ def generate(
     input_path = Path(input_path)
     if not input_path.is_file():
         raise UserError(f"no such input file: {str(input_path)!r}")
-    input_sha = sha256_of(input_path)
+    input_sha = sha256_file(input_path)
     config = dict(
         options=opts.to_dict(),
         options_hash=opts.digest(input_sha),
@@ -301,17 +291,17 @@ def generate(
             if changed:
                 log.warning("resuming a dataset begun with other software: %s", "; ".join(changed))
         else:  # first: a crash from here on leaves a resumable directory
-            mf.atomic_write_text(root / CONFIG_NAME, _dumps(config))
+            atomic_write_text(root / CONFIG_NAME, _dumps(config))
         t0 = time.perf_counter()
         plan = make_plan(input_path, opts, config["input"]["sha256"])
         t_plan = time.perf_counter() - t0
         plan_doc = plan.to_json()
         _check_plan(root, plan_doc, resuming)
-        mf.atomic_write_text(root / PLAN_NAME, _dumps(plan_doc))
+        atomic_write_text(root / PLAN_NAME, _dumps(plan_doc))
         config.update(plan_hash=plan_doc["plan_hash"])
-        mf.atomic_write_text(root / CONFIG_NAME, _dumps(config))
+        atomic_write_text(root / CONFIG_NAME, _dumps(config))
         (root / mf.SHARDS_DIR).mkdir(exist_ok=True)
-        from qmgen.pipeline.shards import remove_stale_tmp
+        from qmgen.storage.writer import remove_stale_tmp
 
         remove_stale_tmp(root / mf.SHARDS_DIR)
         plan_ids = {s.shard_id for s in plan.shards}

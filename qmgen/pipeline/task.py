@@ -3,7 +3,7 @@
 :func:`run_shard` runs in a worker process. It rebuilds the shard's valid input records
 from their text (seeded conformers, so identical in any process and on any rerun), calls
 :func:`qmgen.compute` on them chunk by chunk, turns every input record into stored rows
-or failure records, and writes the shard with :func:`~qmgen.pipeline.shards.write_shard`
+or failure records, and writes the shard with :func:`~qmgen.storage.write_shard`
 into the dataset's staging folder. The driver then checks the file, renames it to its
 final name and appends the manifest line (only the driver touches the manifest).
 
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from qmgen.chem.records import MESSAGE_CHARS
 from qmgen.errors import clip
+from qmgen.pipeline.cluster import device_kind
 from qmgen.pipeline.conformers import chunks, conformer_processes, record_source
 from qmgen.status import Status
 
@@ -173,18 +174,10 @@ def run_shard(task: dict) -> dict:
 
 def write_staged(root, shard_id: int, rows, failures, attrs) -> dict:
     """Write a shard under a unique staging name (see :func:`staging_path`)."""
-    from qmgen.pipeline.shards import write_shard
+    from qmgen.storage.writer import write_shard
 
     attrs = dict(attrs, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), device=device_kind())
     return write_shard(staging_path(root, shard_id), shard_id, rows, failures, attrs)
-
-
-def device_kind() -> str:
-    """What computes here, e.g. "cpu" or "gpu:NVIDIA H100 80GB HBM3"."""
-    import jax
-
-    dev = jax.devices()[0]
-    return f"{dev.platform}:{getattr(dev, 'device_kind', '')}"
 
 
 def _worker_name() -> str:

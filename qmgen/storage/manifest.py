@@ -23,7 +23,6 @@ index.json::
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -31,7 +30,8 @@ import warnings
 from pathlib import Path, PurePosixPath
 
 from qmgen.errors import UserError, excerpt
-from qmgen.pipeline.shards import SCHEMA_VERSION, json_default, sha256_file
+from qmgen.storage.files import atomic_write_text, fsync, sha256_file
+from qmgen.storage.schema import SCHEMA_VERSION, json_default
 
 INDEX_NAME = "index.json"
 MANIFEST_NAME = "manifest.jsonl"
@@ -169,33 +169,9 @@ def manifest_entry(info: dict, root) -> dict:
     return entry
 
 
-def fsync_dir(directory: Path) -> None:
-    """fsync a directory, so a rename or a new file in it survives a crash."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
-
-
 def append_manifest(root, entry: dict) -> None:
-    """Append one entry as a JSON line, fsync'd; safe against concurrent appenders (flock).
+    """Append one entry as a JSON line, fsync'd. One process appends: ``qmgen generate``'s
+    driver, which holds the directory lock (``pipeline.lock``) for the whole run.
 
     A torn last line left by a crash is cut off before appending.
     """
@@ -207,22 +183,18 @@ def append_manifest(root, entry: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     created = not path.exists()
     with open(path, "ab+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            size = fh.seek(0, os.SEEK_END)
-            if size:
-                fh.seek(size - 1)
-                if fh.read(1) != b"\n":  # torn line from a crash: cut it off
-                    fh.seek(0)
-                    fh.truncate(fh.read().rfind(b"\n") + 1)
-            fh.seek(0, os.SEEK_END)
-            fh.write(line.encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        size = fh.seek(0, os.SEEK_END)
+        if size:
+            fh.seek(size - 1)
+            if fh.read(1) != b"\n":  # torn line from a crash: cut it off
+                fh.seek(0)
+                fh.truncate(fh.read().rfind(b"\n") + 1)
+        fh.seek(0, os.SEEK_END)
+        fh.write(line.encode())
+        fh.flush()
+        os.fsync(fh.fileno())
     if created:
-        fsync_dir(path.parent)
+        fsync(path.parent, directory=True)
 
 
 def read_manifest(root) -> list[dict]:

@@ -1,0 +1,54 @@
+"""File primitives of a dataset directory: fsync, atomic text writes, SHA-256.
+
+Portable Python only (no ``fcntl``); the single-writer lock lives in ``pipeline.lock``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def fsync(path, directory: bool = False) -> None:
+    """fsync a file, or a directory so that a rename or a new file in it survives a crash.
+
+    Directory fsync is a POSIX notion; where the OS cannot open a directory (Windows) it is
+    skipped, as the rename there is already durable once the file is.
+    """
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:
+        if directory and os.name == "nt":
+            return
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync(path.parent, directory=True)
+
+
+def sha256_file(path, chunk: int = 4 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,159 @@
+"""The shard schema: HDF5 layout, field tables, schema versions and text encoding.
+
+Writing is ``storage.writer``, reading ``storage.reader``, checking ``storage.check``.
+
+A shard holds the labels of one finished unit of work: n stored conformers (m atoms in
+total) of k distinct molecules, and f failure records. Everything is columnar (CSR with
+int64 offsets, no variable-length HDF5 types), so a block of rows is a handful of slices.
+
+Layout, schema version 1 (``units`` attribute on every dataset)::
+
+    /            attrs: schema_version, shard_id, n_rows, n_failures, n_molecules,
+                 has_forces, json_attrs (names of the attributes below stored as JSON
+                 text), then the caller's attrs (level of theory, provenance): str, int,
+                 float and bool natively; dicts, lists and None as JSON text
+    /conformers/ energy, homo, lumo, gap  f8 (n,)   hartree
+                 scf_error                f8 (n,)   hartree (final SCF residual)
+                 dipole                   f8 (n,3)  e*bohr
+                 n_atoms, n_heavy, n_basis, n_iter, conformer_index   i4 (n,)
+                 converged b1 (n,), status u1 (n,) (qmgen.status.Status)
+                 molecule_index i8 (n,) (0-based input line), molecule_row i4 (n,)
+                 (row of /molecules/), atom_offset i8 (n+1,), mo_offset i8 (n+1,)
+    /atoms/      z u1 (m,), positions f8 (m,3) bohr, charges f8 (m,) e,
+                 forces f8 (m,3) hartree/bohr (present only when the dataset has forces)
+    /orbitals/   mo_energy f8 (mo_offset[-1],) hartree
+    /molecules/  molecule_index i8 (k,); smiles, name: u1 byte blobs with
+                 smiles_offset, name_offset i8 (k+1,)   (deduplicated per molecule)
+    /failures/   molecule_index i8 (f,), status u1 (f,); input, smiles, message: u1 blobs
+                 with input_offset, smiles_offset, message_offset i8 (f+1,)
+
+Text is UTF-8 with ``errors="surrogateescape"``: an input line decoded from raw bytes with
+surrogateescape is stored as its original bytes and reads back as the same str. (A lone
+surrogate outside U+DC80..U+DCFF, which no decoder produces, is stored with
+``surrogatepass`` and reads back as surrogate-escaped bytes.)
+
+Every dataset is chunked with the fletcher32 filter, so a corrupted chunk fails at read
+time; ``read_*`` turn such HDF5 errors into :class:`CorruptShardError`. Compression is off
+by default: on float labels LZF saves ~10 % and makes reads ~5x slower.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from qmgen.errors import QmgenError
+
+SCHEMA_VERSION = 1
+CONFORMER_CHUNK_ROWS = 1024  # per-conformer arrays: chunk rows (aligned with loader blocks)
+CHUNK_BYTES = 256 * 1024  # per-atom / per-orbital arrays: target bytes per chunk
+
+# name: (dtype, trailing shape, units)
+CONFORMER_FIELDS = {
+    "energy": ("f8", (), "hartree"),
+    "homo": ("f8", (), "hartree"),
+    "lumo": ("f8", (), "hartree"),
+    "gap": ("f8", (), "hartree"),
+    "scf_error": ("f8", (), "hartree"),
+    "dipole": ("f8", (3,), "e*bohr"),
+    "n_atoms": ("i4", (), "1"),
+    "n_heavy": ("i4", (), "1"),
+    "n_basis": ("i4", (), "1"),
+    "n_iter": ("i4", (), "1"),
+    "converged": ("b1", (), "1"),
+    "status": ("u1", (), "1"),
+    "molecule_index": ("i8", (), "1"),
+    "conformer_index": ("i4", (), "1"),
+    "molecule_row": ("i4", (), "1"),
+}
+ATOM_FIELDS = {
+    "z": ("u1", (), "1"),
+    "positions": ("f8", (3,), "bohr"),
+    "charges": ("f8", (), "e"),
+    "forces": ("f8", (3,), "hartree/bohr"),  # optional
+}
+ROW_SCALARS = ("energy", "homo", "lumo", "gap", "scf_error")
+RESERVED_ATTRS = ("schema_version", "shard_id", "n_rows", "n_failures", "n_molecules")
+RESERVED_ATTRS += ("has_forces", "json_attrs")
+MAX_Z = 118
+
+
+class CorruptShardError(QmgenError):
+    """A shard file that cannot be trusted: checksum, truncation, schema or HDF5 error,
+    links to data outside the file (exit code 2 on the command line)."""
+
+    exit_code = 2
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"corrupt shard {self.path}: {reason}")
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def encode_text(text) -> bytes:
+    """UTF-8 bytes of ``text`` (str or bytes); surrogate-escaped raw bytes come back raw."""
+    if isinstance(text, bytes):
+        return text
+    text = str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def decode_text(data: bytes) -> str:
+    return data.decode("utf-8", "surrogateescape")
+
+
+def blob(texts) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated UTF-8 bytes (u1) and int64 offsets (len(texts)+1,)."""
+    encoded = [encode_text(t) for t in texts]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def unblob(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = blob.tobytes()
+    bounds = offsets.tolist()
+    return [decode_text(raw[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def json_default(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"attribute value of type {type(value).__name__} is not JSON serialisable")
+
+
+BLOBS = {"molecules": ("k", ("smiles", "name")), "failures": ("f", ("input", "smiles", "message"))}
+LENGTH_OF = {"m": "conformers/atom_offset", "n_mo": "conformers/mo_offset"}
+
+
+def layout(has_forces: bool) -> list[tuple[str, str, tuple, str, str]]:
+    """(dataset path, dtype, trailing shape, units, length key) for every dataset.
+
+    The length key is a count ("n", "f", "k", or with "+1" for offsets) or the name of an
+    offset array whose last element gives the length.
+    """
+    spec = [(f"conformers/{k}", d, s, u, "n") for k, (d, s, u) in CONFORMER_FIELDS.items()]
+    spec += [(f"conformers/{k}", "i8", (), "1", "n+1") for k in ("atom_offset", "mo_offset")]
+    for k, (d, s, u) in ATOM_FIELDS.items():
+        if k != "forces" or has_forces:
+            spec.append((f"atoms/{k}", d, s, u, "m"))
+    spec.append(("orbitals/mo_energy", "f8", (), "hartree", "n_mo"))
+    spec.append(("molecules/molecule_index", "i8", (), "1", "k"))
+    spec.append(("failures/molecule_index", "i8", (), "1", "f"))
+    spec.append(("failures/status", "u1", (), "1", "f"))
+    for group, (count, keys) in BLOBS.items():
+        for key in keys:
+            spec.append((f"{group}/{key}_offset", "i8", (), "1", f"{count}+1"))
+            spec.append((f"{group}/{key}", "u1", (), "1", f"{group}/{key}_offset"))
+    return spec
