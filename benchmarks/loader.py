@@ -64,6 +64,8 @@ def synthetic_rows(n: int, seed: int) -> list[dict]:
                 scf_error=1e-7 * rng.random(),
                 molecule_index=i // 50,
                 conformer_index=i % 50,
+                charge=0,
+                multiplicity=1,
                 smiles="C" * nh,
                 name=f"mol{i // 50}",
             )

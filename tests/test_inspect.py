@@ -122,7 +122,7 @@ def test_export_parquet_qm1b_columns(data, tmp_path, capsys):
     conv = [r for r in rows if r["converged"]]
     assert f"wrote {len(conv)} conformers" in capsys.readouterr().out
     df = pd.read_parquet(out)
-    assert list(df.columns) == QM1B_COLUMNS + ["forces", "dipole"]
+    assert list(df.columns) == QM1B_COLUMNS + ["charge", "multiplicity", "forces", "dipole"]
     assert len(df) == len(conv)
     for (_, got), want in zip(df.iterrows(), conv, strict=True):
         assert got["smile"] == want["smiles"]
@@ -139,13 +139,14 @@ def test_export_parquet_qm1b_columns(data, tmp_path, capsys):
             got["forces"], want["forces"].reshape(-1) * HARTREE_TO_EV, rtol=1e-15
         )
         np.testing.assert_array_equal(got["dipole"], want["dipole"])
+        assert (got["charge"], got["multiplicity"]) == (want["charge"], want["multiplicity"])
     everything = tmp_path / "all.parquet"
     assert (
         main(["export", str(root), "--format", "parquet", str(everything), "--include-unconverged"])
         == 0
     )
     df = pd.read_parquet(everything)
-    assert list(df.columns) == QM1B_COLUMNS and len(df) == len(rows)
+    assert list(df.columns) == QM1B_COLUMNS + ["charge", "multiplicity"] and len(df) == len(rows)
 
 
 def test_export_forces_without_forces(tmp_path, capsys):

@@ -68,6 +68,8 @@ def make_rows(n: int, seed: int = 0, forces: bool = True, first_molecule: int = 
                 scf_error=1e-7 * rng.random(),
                 molecule_index=mol,
                 conformer_index=i % 3,
+                charge=(mol % 3) - 1,
+                multiplicity=1,
                 smiles=f"C{mol}[N@H]ü",
                 name=f"molécule-{mol}",
             )
@@ -230,7 +232,8 @@ def test_killed_writer_leaves_no_final_file(tmp_path):
         "rows = [dict(z=np.full(20, 6), positions=np.zeros((20, 3)), energy=0.0, homo=0.0,\n"
         "  lumo=0.0, gap=0.0, mo_energy=np.zeros(40), dipole=np.zeros(3),\n"
         "  charges=np.zeros(20), forces=np.zeros((20, 3)), converged=True, n_iter=1, status=0,\n"
-        "  scf_error=0.0, molecule_index=i, conformer_index=0, smiles='C', name='')\n"
+        "  scf_error=0.0, molecule_index=i, conformer_index=0, charge=0, multiplicity=1,\n"
+        "  smiles='C', name='')\n"
         "  for i in range(n)]\n"
         "print('writing', flush=True)\n"
         "write_shard(sys.argv[1], 0, rows, [], {})\n"

@@ -15,8 +15,10 @@ from qmgen.storage.schema import ROW_SCALARS
 # per-conformer keys returned to users, in this order (plus atom keys, strings, index)
 _ROW_KEYS = ROW_SCALARS + ("dipole", "n_atoms", "n_heavy", "n_basis", "n_iter", "converged")
 _ROW_KEYS += ("status", "molecule_index", "conformer_index", "smiles", "name")
+# stored from shard schema version 2 on; None in rows of older datasets (unknown)
+OPTIONAL_KEYS = ("charge", "multiplicity")
 LABEL_KEYS = ROW_SCALARS + ("dipole", "n_atoms", "n_heavy", "n_basis", "n_iter", "converged")
-LABEL_KEYS += ("status", "molecule_index", "conformer_index", "index")
+LABEL_KEYS += ("status", "molecule_index", "conformer_index", "index") + OPTIONAL_KEYS
 FLOAT_LABELS = ROW_SCALARS + ("dipole",)
 
 
@@ -123,6 +125,8 @@ class Columns:
         conf = self.conf
         for k in _ROW_KEYS:
             out[k] = conf[k][i]
+        for k in OPTIONAL_KEYS:
+            out[k] = conf[k][i] if k in conf else None
         if "index" in conf:
             out["index"] = conf["index"][i]
         return out
@@ -151,7 +155,9 @@ def to_padded(
     Returns z (B,A) int32 (0 in padding), positions (B,A,3), charges (B,A), forces (B,A,3)
     when stored, mask (B,A) bool, and per-conformer labels: energy, homo, lumo, gap,
     scf_error (B,), dipole (B,3), n_atoms, n_heavy, n_basis, n_iter, converged, status,
-    molecule_index, conformer_index, index (B,). Floats are ``float_dtype``; padding is 0.
+    molecule_index, conformer_index, index, charge, multiplicity (B,; the last two absent
+    for datasets of shard schema version 1, where they are unknown). Floats are
+    ``float_dtype``; padding is 0.
     A = max n_atoms of the batch, or ``pad_atoms`` (a batch with a larger molecule raises
     ValueError). ``orbitals`` adds mo_energy (B,K) and mo_mask (B,K), K = max n_mo;
     ``strings`` adds smiles and name lists.
@@ -223,7 +229,11 @@ def columns_from_rows(rows: list[dict]) -> Columns:
     np.cumsum(n_mo, out=mo[1:])
     atom_keys = [k for k in ("z", "positions", "charges", "forces") if k in rows[0]]
     atoms = {k: np.concatenate([r[k] for r in rows]) for k in atom_keys}
-    conf = {k: np.array([r[k] for r in rows]) for k in LABEL_KEYS if k in rows[0]}
+    conf = {
+        k: np.array([r[k] for r in rows])
+        for k in LABEL_KEYS
+        if k in rows[0] and rows[0][k] is not None
+    }
     for k in ("smiles", "name"):
         conf[k] = np.array([r[k] for r in rows], dtype=object)
     return Columns(conf, atoms, ao, np.concatenate([r["mo_energy"] for r in rows]), mo)

@@ -1,15 +1,18 @@
 """``qmgen export``: QM1B-compatible Parquet.
 
-Writes QM1B-compatible Parquet. QM1B's schema (graphcore-research
-  qm1b-dataset DATASHEET.md; pyscf-ipu's generator): ``smile`` str; ``atoms`` str, the
-  element symbols concatenated in atom order ("CCOHHHHHH"); ``z`` list of atomic numbers;
-  ``energy``, ``homo``, ``lumo`` eV; ``N`` number of atomic orbitals (not atoms);
-  ``std`` eV, the std of the last five SCF energies (QM1B kept std < 0.01); ``y`` the
-  HOMO-LUMO gap, eV; ``pos`` positions in Bohr, flattened (x0, y0, z0, x1, ...). qmgen
-  has no SCF energy history, so ``std`` holds the closest stored quantity, |scf_error|
-  (the final SCF residual, Hartree) converted to eV. Optional extra columns: ``forces``
-  (flattened, eV/Bohr) and ``dipole`` (3 values, e*Bohr). Like QM1B, only converged
-  conformers are exported unless asked otherwise.
+QM1B's schema (graphcore-research qm1b-dataset DATASHEET.md; pyscf-ipu's generator):
+``smile`` str; ``atoms`` str, the element symbols concatenated in atom order
+("CCOHHHHHH"); ``z`` list of atomic numbers; ``energy``, ``homo``, ``lumo`` eV; ``N``
+number of atomic orbitals (not atoms); ``std`` eV, the std of the last five SCF energies
+(QM1B kept std < 0.01); ``y`` the HOMO-LUMO gap, eV; ``pos`` positions in Bohr, flattened
+(x0, y0, z0, x1, ...). qmgen has no SCF energy history, so ``std`` holds the closest
+stored quantity, |scf_error| (the final SCF residual, Hartree) converted to eV.
+
+qmgen adds ``charge`` (net charge, e) and ``multiplicity`` (2S+1), int16, null for
+datasets of shard schema version 1, which did not store them (QM1B's molecules are all
+neutral singlets). Optional extra columns: ``forces`` (flattened, eV/Bohr) and
+``dipole`` (3 values, e*Bohr). Like QM1B, only converged conformers are exported unless
+asked otherwise.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ def export_parquet(
         ("std", pa.float64()),
         ("y", pa.float64()),
         ("pos", pa.list_(pa.float64())),
+        ("charge", pa.int16()),
+        ("multiplicity", pa.int16()),
     ]
     if forces:
         fields.append(("forces", pa.list_(pa.float64())))
@@ -74,6 +79,7 @@ def export_parquet(
     with pq.ParquetWriter(str(out), schema) as writer:
         for b in sel.batches(rows_per_group, shuffle=False, layout="packed", strings=True):
             ao = b["atom_offset"]
+            n_b = len(ao) - 1
             ao32 = pa.array(ao.astype(np.int32))
             ao96 = pa.array((3 * ao).astype(np.int32))
             z = b["z"].astype(np.int64)
@@ -90,6 +96,8 @@ def export_parquet(
                 "y": pa.array(b["gap"]),
                 "pos": pa.ListArray.from_arrays(ao96, pa.array(b["positions"].reshape(-1))),
             }
+            for key in ("charge", "multiplicity"):  # null where the schema did not store it
+                cols[key] = pa.array(b[key], pa.int16()) if key in b else pa.nulls(n_b, pa.int16())
             if forces:
                 cols["forces"] = pa.ListArray.from_arrays(ao96, pa.array(b["forces"].reshape(-1)))
             if dipoles:

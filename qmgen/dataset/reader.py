@@ -35,7 +35,12 @@ from qmgen.dataset.store import Store
 from qmgen.status import Status
 from qmgen.storage import manifest as mf
 from qmgen.storage.reader import ShardReader, read_attrs, read_failures
-from qmgen.storage.schema import CONFORMER_FIELDS, ROW_SCALARS, CorruptShardError
+from qmgen.storage.schema import (
+    CONFORMER_FIELDS,
+    ROW_SCALARS,
+    CorruptShardError,
+    unknown_fields,
+)
 
 LAYOUTS = ("padded", "packed")
 
@@ -45,8 +50,10 @@ class Dataset(Sequence):
 
     ``dataset[i]`` is a dict: z (n,), positions (n,3), charges (n,), forces (n,3) when
     stored, mo_energy (n_mo,), energy, homo, lumo, gap, scf_error, dipole (3,), n_atoms,
-    n_heavy, n_basis, n_iter, converged, status, molecule_index, conformer_index, smiles,
-    name, index (position in this dataset). Units are those chosen at open time (energies
+    n_heavy, n_basis, n_iter, converged, status, molecule_index, conformer_index, charge
+    (net, e), multiplicity (2S+1), smiles, name, index (position in this dataset). In a
+    dataset of an older schema, fields it did not store are None (``unknown_fields``).
+    Units are those chosen at open time (energies
     in ``energy_unit``, lengths in ``length_unit``, forces energy/length, dipole e*length).
     Slices and index arrays give views; ``filter`` narrows a view. Arrays of a conformer
     may be read-only views into the shard cache: copy before modifying them in place.
@@ -127,6 +134,17 @@ class Dataset(Sequence):
     @property
     def has_forces(self) -> bool:
         return self._store.has_forces()
+
+    @property
+    def schema_version(self) -> int:
+        """Shard schema version of the dataset (``qmgen.storage.schema``)."""
+        return self._store.schema_version
+
+    @property
+    def unknown_fields(self) -> tuple[str, ...]:
+        """Fields this qmgen knows but the dataset's schema version did not store (their
+        value in a conformer dict is None): charge and multiplicity before version 2."""
+        return unknown_fields(self._store.schema_version)
 
     @property
     def failures(self) -> list[dict]:
@@ -372,6 +390,13 @@ def open_dataset(
         index = _index_from_manifest(root)
     store = Store(root, index, energy_unit, length_unit, verify, cache_bytes)
     ds = Dataset(store)
+    unknown = unknown_fields(store.schema_version)
+    if unknown:
+        warnings.warn(
+            f"{root}: shard schema version {store.schema_version} (an older qmgen) did not "
+            f"store {', '.join(unknown)}; they read as None (unknown)",
+            stacklevel=2,
+        )
     if converged is not None or status is not None or heavy_atoms is not None:
         ds = ds.filter(converged=converged, status=status, heavy_atoms=heavy_atoms)
     return ds

@@ -51,6 +51,7 @@ class Store:
             raise ValueError(f"unknown verify mode {verify!r}; valid: {', '.join(VERIFY_MODES)}")
         self.root = Path(root)
         self.attrs = index.get("attrs", {})
+        self.schema_version = int(index["schema_version"])
         shards = index["shards"]
         self.shards = shards
         self.files = [self.root / s["file"] for s in shards]
@@ -175,11 +176,17 @@ class Store:
         self._check_file(s)
         h = ShardReader(self.files[s])
         n = h.n_rows
+        problem = None
         if n != self.n_rows[s]:
-            h.close()
-            raise CorruptShardError(
-                self.files[s], f"holds {n} rows, index.json says {self.n_rows[s]}"
+            problem = f"holds {n} rows, index.json says {self.n_rows[s]}"
+        elif h.schema_version != self.schema_version:
+            problem = (
+                f"shard schema version {h.schema_version} in a dataset of version "
+                f"{self.schema_version} (index.json)"
             )
+        if problem:
+            h.close()
+            raise CorruptShardError(self.files[s], problem)
         self._handles[s] = h
         if len(self._handles) > MAX_OPEN_FILES:
             self._handles.popitem(last=False)[1].close()

@@ -32,6 +32,7 @@ from qmgen.status import Status
 from qmgen.storage import manifest as mf
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
 from qmgen.storage.runfiles import CONFIG_NAME, PLAN_NAME, check_config, check_plan, read_json
+from qmgen.storage.schema import SCHEMA_VERSION
 
 log = logging.getLogger("qmgen.pipeline")
 
@@ -156,6 +157,13 @@ def prepare_directory(root: Path, config: dict, new: bool) -> bool:
             + "); rerun with the original options to resume it, choose another --out, or "
             "pass --new to delete it and start a new dataset"
         )
+    version = old.get("schema_version", 1)  # config.json recorded it from version 2 on
+    if version != SCHEMA_VERSION:
+        raise DatasetExistsError(
+            f"{root} was begun by a qmgen writing shard schema version {version!r}; this "
+            f"qmgen writes version {SCHEMA_VERSION} and cannot add shards to it: finish it "
+            "with that qmgen, choose another --out, or pass --new to start over"
+        )
     return True
 
 
@@ -279,6 +287,7 @@ def generate(
         options=opts.to_dict(),
         options_hash=opts.digest(input_sha),
         input=dict(path=str(input_path.resolve()), sha256=input_sha),
+        schema_version=SCHEMA_VERSION,
     )
     with environment_errors():
         make_directory(root)

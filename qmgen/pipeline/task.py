@@ -76,6 +76,8 @@ def _row(record, j: int, mol, res: dict) -> dict:
         status=int(res["status"]),
         molecule_index=record.molecule_index,
         conformer_index=j,
+        charge=int(mol.charge),
+        multiplicity=1,  # closed shell: odd electron counts are failure records
         smiles=record.smiles,
         name=record.name,
     )

@@ -6,8 +6,8 @@ and mean absolute error of each, against the tolerances of the SCF parity tests
 (:data:`TOLERANCES`). Writes a parity plot (PNG) and a JSON report next to the dataset
 and fails (exit code 1) when any label is out of tolerance.
 
-The net charge of a conformer is not stored; it is the sum of its Mulliken charges,
-rounded (exact for a converged density).
+Each conformer is recomputed with its stored net charge (shard schema version 2); a
+dataset of version 1, which did not store it, is refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ TOLERANCES = {
 def _molecule(row: dict):
     from qmgen.molecule import Molecule
 
-    charge = int(np.rint(np.sum(row["charges"])))
-    return Molecule(np.asarray(row["z"]), np.asarray(row["positions"]), charge=charge)
+    return Molecule(np.asarray(row["z"]), np.asarray(row["positions"]), charge=int(row["charge"]))
 
 
 def sample_rows(ds, n: int, seed: int) -> np.ndarray:
@@ -87,6 +86,13 @@ def validate_dataset(
     attrs = ds.attrs
     level = {k: attrs.get(k) for k in ("xc", "basis", "grid_level", "precision", "forces")}
     _check_level(level, root)
+    if "charge" in ds.unknown_fields:
+        from qmgen.errors import UserError
+
+        raise UserError(
+            f"{root}: shard schema version {ds.schema_version} (an older qmgen) did not store "
+            "net charges, which validate needs; regenerate the dataset with this qmgen"
+        )
     column = 1 if level["precision"] == "float32" else 0
     picks = sample_rows(ds, sample, seed)
     pairs, per_conf = {k: [] for k in TOLERANCES}, []

@@ -11,8 +11,8 @@ from qmgen.storage.reader import open_shard
 from qmgen.storage.schema import (
     LENGTH_OF,
     RESERVED_ATTRS,
-    SCHEMA_VERSION,
     CorruptShardError,
+    check_version,
     layout,
 )
 
@@ -23,10 +23,10 @@ def _bad_offsets(name: str, off: np.ndarray, length: int) -> list[str]:
     return []
 
 
-def _check_datasets(f: h5py.File, counts: dict, problems: list) -> dict:
+def _check_datasets(f: h5py.File, counts: dict, problems: list, version: int) -> dict:
     """Read every dataset, checking dtype, shape, units and length; return the arrays."""
     data = {}
-    for name, dtype, trailing, units, length in layout(bool(f.attrs["has_forces"])):
+    for name, dtype, trailing, units, length in layout(bool(f.attrs["has_forces"]), version):
         if name not in f:
             problems.append(f"missing dataset /{name}")
             continue
@@ -96,8 +96,10 @@ def check_shard(path, n_rows: int | None = None, n_failures: int | None = None) 
         missing = [k for k in RESERVED_ATTRS if k not in f.attrs]
         if missing:
             return [f"missing root attributes {missing}"]
-        if int(f.attrs["schema_version"]) != SCHEMA_VERSION:
-            return [f"schema_version {f.attrs['schema_version']}, expected {SCHEMA_VERSION}"]
+        try:
+            version = check_version(f.attrs["schema_version"], path)
+        except CorruptShardError as err:
+            return [err.reason]
         counts = {"n": int(f.attrs["n_rows"]), "f": int(f.attrs["n_failures"])}
         counts["k"] = int(f.attrs["n_molecules"])
         problems = []
@@ -105,7 +107,7 @@ def check_shard(path, n_rows: int | None = None, n_failures: int | None = None) 
             problems.append(f"shard has {counts['n']} rows, index.json says {n_rows}")
         if n_failures is not None and counts["f"] != n_failures:
             problems.append(f"shard has {counts['f']} failures, index.json says {n_failures}")
-        data = _check_datasets(f, counts, problems)
+        data = _check_datasets(f, counts, problems, version)
     if problems:
         return problems
     return _check_values(data, counts)

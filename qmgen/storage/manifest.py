@@ -15,7 +15,7 @@ can leave a torn last line: readers skip it and the next append cuts it off firs
 
 index.json::
 
-    {"schema_version": 1, "attrs": {...}, "n_rows": N, "n_failures": F,
+    {"schema_version": 2, "attrs": {...}, "n_rows": N, "n_failures": F,
      "row_offsets": [0, n0, n0+n1, ..., N],
      "shards": [{"shard_id", "file", "n_rows", "n_failures", "sha256", "size",
                  "row_offset"}, ...]}          (shards sorted by shard_id)
@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 
 from qmgen.errors import UserError, excerpt
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
-from qmgen.storage.schema import SCHEMA_VERSION, json_default
+from qmgen.storage.schema import READABLE_VERSIONS, SCHEMA_VERSION, json_default
 
 INDEX_NAME = "index.json"
 MANIFEST_NAME = "manifest.jsonl"
@@ -290,10 +290,13 @@ def check_index(index, root, where: str) -> dict:
     for key in ("schema_version", "attrs", "shards"):
         if key not in index:
             raise DatasetIndexError(f"{where}: missing key {key!r}")
-    if index["schema_version"] != SCHEMA_VERSION:
+    version = index["schema_version"]
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        newer = type(version) is int and version > SCHEMA_VERSION
         raise DatasetIndexError(
-            f"{where}: schema_version {excerpt(index['schema_version'])}, this qmgen reads "
-            f"{SCHEMA_VERSION}"
+            f"{where}: schema_version {excerpt(version)}"
+            f"{' (a newer qmgen wrote it; upgrade qmgen)' if newer else ''}, this qmgen reads "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     if not isinstance(index["attrs"], dict) or not isinstance(index["shards"], list):
         raise DatasetIndexError(f"{where}: attrs must be an object and shards a list")

@@ -14,10 +14,11 @@ import numpy as np
 
 from qmgen.storage.schema import (
     ATOM_FIELDS,
-    CONFORMER_FIELDS,
     RESERVED_ATTRS,
     ROW_SCALARS,
     CorruptShardError,
+    check_version,
+    conformer_fields,
     unblob,
 )
 
@@ -110,9 +111,14 @@ class ShardReader:
                 for name, obj in self.file[group].items():
                     self.columns[name] = obj
             self.n_rows = int(self.file.attrs["n_rows"])
+            self.schema_version = check_version(self.file.attrs["schema_version"], path)
         except (KeyError, OSError, ValueError, RuntimeError) as err:
             self.file.close()
             raise CorruptShardError(path, f"missing schema parts ({err})") from err
+        except CorruptShardError:
+            self.file.close()
+            raise
+        self.fields = conformer_fields(self.schema_version)
 
     def close(self) -> None:
         self.file.close()
@@ -135,13 +141,14 @@ class ShardReader:
     def read_block(self, start: int = 0, stop: int | None = None) -> dict:
         """Rows ``[start, stop)`` as a flat dict of arrays in stored units.
 
-        Per-conformer fields (k,...) of CONFORMER_FIELDS; ``atom_offset``/``mo_offset``
-        (k+1,) rebased to 0; per-atom fields (sum n_atoms, ...) and ``mo_energy``.
+        Per-conformer fields (k,...) of CONFORMER_FIELDS that this shard's schema version
+        stores (``self.fields``); ``atom_offset``/``mo_offset`` (k+1,) rebased to 0;
+        per-atom fields (sum n_atoms, ...) and ``mo_energy``.
         """
         c = self.columns
         stop = self.n_rows if stop is None else stop
         try:
-            out = {name: c[name][start:stop] for name in CONFORMER_FIELDS}
+            out = {name: c[name][start:stop] for name in self.fields}
             ao = c["atom_offset"][start : stop + 1]
             mo = c["mo_offset"][start : stop + 1]
             a0, a1, m0, m1 = int(ao[0]), int(ao[-1]), int(mo[0]), int(mo[-1])
@@ -211,5 +218,7 @@ def read_shard(path) -> dict:
         )
         for k in ("n_iter", "status", "molecule_index", "conformer_index", "n_basis"):
             row[k] = int(cols[k][i])
+        for k in ("charge", "multiplicity"):
+            row[k] = int(cols[k][i]) if k in cols else None  # None: unknown (version 1)
         rows.append(row)
     return dict(attrs=attrs, rows=rows, failures=failures)

@@ -6,7 +6,7 @@ A shard holds the labels of one finished unit of work: n stored conformers (m at
 total) of k distinct molecules, and f failure records. Everything is columnar (CSR with
 int64 offsets, no variable-length HDF5 types), so a block of rows is a handful of slices.
 
-Layout, schema version 1 (``units`` attribute on every dataset)::
+Layout, schema version 2 (``units`` attribute on every dataset)::
 
     /            attrs: schema_version, shard_id, n_rows, n_failures, n_molecules,
                  has_forces, json_attrs (names of the attributes below stored as JSON
@@ -19,6 +19,8 @@ Layout, schema version 1 (``units`` attribute on every dataset)::
                  converged b1 (n,), status u1 (n,) (qmgen.status.Status)
                  molecule_index i8 (n,) (0-based input line), molecule_row i4 (n,)
                  (row of /molecules/), atom_offset i8 (n+1,), mo_offset i8 (n+1,)
+                 charge i2 (n,) e, net charge of the molecule; multiplicity u1 (n,),
+                 2S+1 (both new in version 2; version 1 shards read with them unknown)
     /atoms/      z u1 (m,), positions f8 (m,3) bohr, charges f8 (m,) e,
                  forces f8 (m,3) hartree/bohr (present only when the dataset has forces)
     /orbitals/   mo_energy f8 (mo_offset[-1],) hartree
@@ -45,7 +47,10 @@ import numpy as np
 
 from qmgen.errors import QmgenError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this qmgen reads. Version 1 (qmgen before net charge and multiplicity were
+# stored) reads with those fields reported as unknown (``FIELDS_SINCE``).
+READABLE_VERSIONS = (1, 2)
 CONFORMER_CHUNK_ROWS = 1024  # per-conformer arrays: chunk rows (aligned with loader blocks)
 CHUNK_BYTES = 256 * 1024  # per-atom / per-orbital arrays: target bytes per chunk
 
@@ -66,7 +71,11 @@ CONFORMER_FIELDS = {
     "molecule_index": ("i8", (), "1"),
     "conformer_index": ("i4", (), "1"),
     "molecule_row": ("i4", (), "1"),
+    "charge": ("i2", (), "e"),  # net charge of the molecule
+    "multiplicity": ("u1", (), "1"),  # spin multiplicity 2S+1 (1: closed shell)
 }
+# fields added after version 1: the first schema version that stores them
+FIELDS_SINCE = {"charge": 2, "multiplicity": 2}
 ATOM_FIELDS = {
     "z": ("u1", (), "1"),
     "positions": ("f8", (3,), "bohr"),
@@ -77,6 +86,7 @@ ROW_SCALARS = ("energy", "homo", "lumo", "gap", "scf_error")
 RESERVED_ATTRS = ("schema_version", "shard_id", "n_rows", "n_failures", "n_molecules")
 RESERVED_ATTRS += ("has_forces", "json_attrs")
 MAX_Z = 118
+MAX_CHARGE = 1000  # |net charge| of a stored molecule
 
 
 class CorruptShardError(QmgenError):
@@ -137,13 +147,40 @@ BLOBS = {"molecules": ("k", ("smiles", "name")), "failures": ("f", ("input", "sm
 LENGTH_OF = {"m": "conformers/atom_offset", "n_mo": "conformers/mo_offset"}
 
 
-def layout(has_forces: bool) -> list[tuple[str, str, tuple, str, str]]:
+def conformer_fields(version: int = SCHEMA_VERSION) -> dict:
+    """CONFORMER_FIELDS as shards of schema ``version`` store them."""
+    return {k: v for k, v in CONFORMER_FIELDS.items() if FIELDS_SINCE.get(k, 1) <= version}
+
+
+def unknown_fields(version: int) -> tuple[str, ...]:
+    """Fields of the current schema that shards of ``version`` do not store."""
+    return tuple(k for k, since in FIELDS_SINCE.items() if since > version)
+
+
+def check_version(version, where) -> int:
+    """``version`` as an int if this qmgen reads it; else :class:`CorruptShardError`."""
+    if isinstance(version, np.generic):
+        version = version.item()
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        newer = type(version) is int and version > SCHEMA_VERSION
+        hint = "written by a newer qmgen; upgrade qmgen" if newer else "not a qmgen shard schema"
+        raise CorruptShardError(
+            where,
+            f"shard schema version {version!r}: {hint} (this qmgen reads {READABLE_VERSIONS})",
+        )
+    return version
+
+
+def layout(
+    has_forces: bool, version: int = SCHEMA_VERSION
+) -> list[tuple[str, str, tuple, str, str]]:
     """(dataset path, dtype, trailing shape, units, length key) for every dataset.
 
     The length key is a count ("n", "f", "k", or with "+1" for offsets) or the name of an
     offset array whose last element gives the length.
     """
-    spec = [(f"conformers/{k}", d, s, u, "n") for k, (d, s, u) in CONFORMER_FIELDS.items()]
+    fields = conformer_fields(version).items()
+    spec = [(f"conformers/{k}", d, s, u, "n") for k, (d, s, u) in fields]
     spec += [(f"conformers/{k}", "i8", (), "1", "n+1") for k in ("atom_offset", "mo_offset")]
     for k, (d, s, u) in ATOM_FIELDS.items():
         if k != "forces" or has_forces:

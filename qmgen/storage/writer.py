@@ -21,6 +21,7 @@ from qmgen.storage.schema import (
     CHUNK_BYTES,
     CONFORMER_CHUNK_ROWS,
     CONFORMER_FIELDS,
+    MAX_CHARGE,
     MAX_Z,
     RESERVED_ATTRS,
     ROW_SCALARS,
@@ -45,6 +46,8 @@ def _pack_rows(rows) -> tuple[dict, dict, bool]:
     scal = {k: np.empty(n) for k in ROW_SCALARS}
     ints = {k: np.empty(n, dtype=np.int64) for k in ("n_iter", "status", "molecule_index")}
     ints["conformer_index"] = np.empty(n, dtype=np.int64)
+    ints["charge"] = np.empty(n, dtype=np.int64)
+    ints["multiplicity"] = np.empty(n, dtype=np.int64)
     n_basis = np.empty(n, dtype=np.int64)
     converged = np.empty(n, dtype=bool)
     molecules: dict[tuple, int] = {}
@@ -81,6 +84,12 @@ def _pack_rows(rows) -> tuple[dict, dict, bool]:
         for k in ints:
             ints[k][i] = _need(r, i, k)
         Status(int(ints["status"][i]))  # refuse unknown codes
+        charge, mult = ints["charge"][i], ints["multiplicity"][i]
+        if not (-MAX_CHARGE <= charge <= MAX_CHARGE and 1 <= mult <= 255):
+            raise ValueError(
+                f"row {i}: charge {charge} or multiplicity {mult}"
+                f" out of range (|charge| <= {MAX_CHARGE}, 1 <= multiplicity <= 255)"
+            )
         n_basis[i] = r.get("n_basis", mi.size)
         converged[i] = bool(_need(r, i, "converged"))
         key = (int(ints["molecule_index"][i]), str(_need(r, i, "smiles")), str(r.get("name", "")))
@@ -104,6 +113,8 @@ def _pack_rows(rows) -> tuple[dict, dict, bool]:
         molecule_index=ints["molecule_index"],
         conformer_index=ints["conformer_index"],
         molecule_row=mol_row,
+        charge=ints["charge"],
+        multiplicity=ints["multiplicity"],
         atom_offset=atom_offset,
         mo_offset=np.concatenate([[0], np.cumsum(n_mo)]).astype(np.int64),
     )
@@ -159,8 +170,9 @@ def write_shard(path, shard_id: int, rows, failures, attrs, compression=None) ->
     ``rows``: dicts with z (n,) int, positions (n,3) Bohr, energy/homo/lumo/gap (Hartree),
     mo_energy (n_mo,) Hartree, dipole (3,) e*Bohr, charges (n,) e, forces (n,3) Hartree/Bohr
     or None (for all rows or none), converged, n_iter, status (Status), scf_error
-    (Hartree), molecule_index, conformer_index, smiles, name, optional n_basis (defaults
-    to n_mo). ``failures``: dicts with molecule_index, input, smiles, status, message.
+    (Hartree), molecule_index, conformer_index, charge (net, e), multiplicity (2S+1),
+    smiles, name, optional n_basis (defaults to n_mo). ``failures``: dicts with
+    molecule_index, input, smiles, status, message.
     ``attrs``: level of theory and provenance, stored as root attributes.
 
     The file is written under a temporary name in the same directory, fsync'd, hashed and
