@@ -9,7 +9,8 @@ import pytest
 from molecules import AMMONIUM, METHANE, WATER
 
 import qmgen
-from qmgen import Molecule, engine
+from qmgen import Molecule
+from qmgen.dft import engine
 from qmgen.dft.engine import TRACE_COUNT, batch_ladder, split_batches
 from qmgen.dft.reference import reference_labels
 from qmgen.status import Status
