@@ -192,3 +192,16 @@ def test_public_api_is_float64_and_leaves_user_jax_as_it_was(user_x64):
     assert got["types"] == ["float64", "float64"]
     assert got["x64"] is user_x64
     assert got["user"] == ("float64" if user_x64 else "float32")
+
+
+def test_every_python_block_in_readme_is_run_by_a_test():
+    """README's Python blocks each follow a marker that a test in test_generated_dataset.py
+    extracts and runs (api-example, train-example); an unmarked block would go stale."""
+    import re
+
+    text = (PACKAGE.parent / "README.md").read_text()
+    blocks = re.findall(r"(<!-- [\w-]+ -->\s*)?```python\n", text)
+    assert blocks and all(marker.strip() for marker in blocks)
+    runner = (PACKAGE.parent / "tests" / "test_generated_dataset.py").read_text()
+    for marker in blocks:
+        assert marker.strip() in runner
