@@ -38,6 +38,10 @@ class QmgenError(Exception):
     exit_code = EXIT_INCOMPLETE
 
 
+class QmgenWarning(UserWarning):
+    """Every warning qmgen issues (the test suite turns them into errors)."""
+
+
 class UserError(QmgenError, ValueError):
     """Refused arguments, input or dataset (exit code 2)."""
 

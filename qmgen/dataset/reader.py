@@ -32,6 +32,7 @@ import numpy as np
 
 from qmgen.dataset.columns import Columns, to_packed, to_padded
 from qmgen.dataset.store import Store
+from qmgen.errors import QmgenWarning
 from qmgen.status import Status
 from qmgen.storage import manifest as mf
 from qmgen.storage.reader import ShardReader, read_attrs, read_failures
@@ -348,6 +349,7 @@ def _index_from_manifest(root: Path) -> dict:
         raise FileNotFoundError(f"{root} is not a qmgen dataset: no index.json or manifest.jsonl")
     warnings.warn(
         f"{root}: index.json missing (run unfinished?); reading the shards in manifest.jsonl",
+        QmgenWarning,
         stacklevel=3,
     )
     attrs = {}
@@ -395,6 +397,7 @@ def open_dataset(
         warnings.warn(
             f"{root}: shard schema version {store.schema_version} (an older qmgen) did not "
             f"store {', '.join(unknown)}; they read as None (unknown)",
+            QmgenWarning,
             stacklevel=2,
         )
     if converged is not None or status is not None or heavy_atoms is not None:

@@ -29,7 +29,7 @@ import re
 import warnings
 from pathlib import Path, PurePosixPath
 
-from qmgen.errors import UserError, excerpt
+from qmgen.errors import QmgenWarning, UserError, excerpt
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
 from qmgen.storage.schema import READABLE_VERSIONS, SCHEMA_VERSION, json_default
 
@@ -209,7 +209,7 @@ def read_manifest(root) -> list[dict]:
         return []
     *lines, torn = path.read_bytes().split(b"\n")
     if torn.strip():  # a line counts only once its newline is written (then fsync'd)
-        warnings.warn(f"{path}: ignoring torn last line {torn[:80]!r}", stacklevel=2)
+        warnings.warn(f"{path}: ignoring torn last line {torn[:80]!r}", QmgenWarning, stacklevel=2)
     entries = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
