@@ -179,7 +179,7 @@ def _guard(make, index: int, raw: str, fmt: InputFormat) -> InputRecord:
         return make()
     except MemoryError:
         raise
-    except Exception as err:  # turned into a failure record, not swallowed
+    except Exception as err:  # noqa: BLE001 - becomes this line's failure record, not swallowed
         return failure(
             index,
             Status.INVALID_INPUT,

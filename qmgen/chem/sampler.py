@@ -155,7 +155,7 @@ def _to_smiles(elements, bonds) -> str | None:
     mol = rw.GetMol()
     try:
         Chem.SanitizeMol(mol)
-    except Exception:  # RDKit sanitisation failures reject the proposal
+    except Exception:  # noqa: BLE001 - RDKit raises several types; any rejects the proposal
         return None
     ring_info = mol.GetRingInfo()
     for atom in mol.GetAtoms():
