@@ -45,10 +45,10 @@ def atomic_number(symbol: str | int) -> int:
     key = str(symbol).strip()
     if key.isdigit():
         return atomic_number(int(key))
-    z = _Z_OF.get(key.upper())
-    if z is None:
+    found = _Z_OF.get(key.upper())
+    if found is None:
         raise MoleculeError(f"unknown element symbol {symbol!r}")
-    return z
+    return found
 
 
 @dataclass(frozen=True, eq=False)

@@ -15,6 +15,7 @@ from qmgen.pipeline.plan import GenerateOptions, auto_shard_size, make_plan
 from qmgen.pipeline.run import DatasetExistsError, prepare_directory
 from qmgen.pipeline.task import outcome
 from qmgen.status import Status
+from qmgen.storage.schema import SCHEMA_VERSION
 
 MIXED = [
     "smiles name",  # header: no record
@@ -92,6 +93,7 @@ def test_changed_options_are_refused(tmp_path, smi):
     root.mkdir()
     opts, sha = GenerateOptions(), "ab" * 32
     config = dict(options=opts.to_dict(), options_hash=opts.digest(sha), input={"sha256": sha})
+    config["schema_version"] = SCHEMA_VERSION  # as generate writes it
     assert prepare_directory(root, config, new=False) is False
     (root / "config.json").write_text(json.dumps(config))
     assert prepare_directory(root, config, new=False) is True  # same options: resume

@@ -16,7 +16,7 @@ Wang, Witek, Landrum & Riniker, J. Chem. Inf. Model. 60, 2044 (2020) (ETKDGv3).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def etkdg_params(seed: int, prune_rms: float | None = None, random_coords: bool 
     """ETKDGv3 parameters: fixed seed, one thread, optional heavy-atom RMSD pruning (A)."""
     from rdkit.Chem import rdDistGeom
 
-    params = rdDistGeom.ETKDGv3()
+    params: Any = rdDistGeom.ETKDGv3()  # RDKit's stubs type its attributes wrongly
     params.randomSeed = int(seed)
     params.numThreads = 1
     params.pruneRmsThresh = -1.0 if prune_rms is None else float(prune_rms)

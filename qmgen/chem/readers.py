@@ -109,6 +109,7 @@ def read_molecules(
 def split_smiles_line(line: str) -> tuple[str, str]:
     """``(smiles, name)`` from ``"SMILES NAME"`` or ``"SMILES,NAME,..."`` (name may be "")."""
     m = _SMILES_LINE.match(line.strip())
+    assert m is not None  # the pattern matches any string
     smiles, comma, rest = m.group(1), m.group(2), m.group(3)
     if comma:
         name = rest.split(",", 1)[0]
@@ -128,9 +129,9 @@ def _decode_line(data: bytes | str) -> tuple[str, str | None]:
         except UnicodeDecodeError:
             return data.decode("utf-8", "backslashreplace"), "is not UTF-8 text (binary data?)"
     text = text.rstrip("\r\n")
-    if _CONTROL.search(text):
-        bad = _CONTROL.search(text).group()
-        return text, f"contains control character {bad!r} (binary data?)"
+    control = _CONTROL.search(text)
+    if control:
+        return text, f"contains control character {control.group()!r} (binary data?)"
     return text, None
 
 

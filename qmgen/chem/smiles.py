@@ -206,7 +206,8 @@ def smiles_record(
 
         charge = Chem.GetFormalCharge(mol)
         check_size(mol, options, what=f"SMILES {short(smiles)}")
-        conformers, note = (), ""
+        conformers: list = []
+        note = ""
         if options.n_conformers > 0:
             conformers, note = embed_molecules(mol, canonical, options, name=name or canonical)
     except ChemError as err:

@@ -13,11 +13,25 @@ import numpy as np
 from qmgen.storage.schema import ROW_SCALARS
 
 # per-conformer keys returned to users, in this order (plus atom keys, strings, index)
-_ROW_KEYS = ROW_SCALARS + ("dipole", "n_atoms", "n_heavy", "n_basis", "n_iter", "converged")
+_ROW_KEYS: tuple[str, ...] = ROW_SCALARS + (
+    "dipole",
+    "n_atoms",
+    "n_heavy",
+    "n_basis",
+    "n_iter",
+    "converged",
+)
 _ROW_KEYS += ("status", "molecule_index", "conformer_index", "smiles", "name")
 # stored from shard schema version 2 on; None in rows of older datasets (unknown)
 OPTIONAL_KEYS = ("charge", "multiplicity")
-LABEL_KEYS = ROW_SCALARS + ("dipole", "n_atoms", "n_heavy", "n_basis", "n_iter", "converged")
+LABEL_KEYS: tuple[str, ...] = ROW_SCALARS + (
+    "dipole",
+    "n_atoms",
+    "n_heavy",
+    "n_basis",
+    "n_iter",
+    "converged",
+)
 LABEL_KEYS += ("status", "molecule_index", "conformer_index", "index") + OPTIONAL_KEYS
 FLOAT_LABELS = ROW_SCALARS + ("dipole",)
 

@@ -191,7 +191,7 @@ class Dataset(Sequence):
             keep &= self.column("converged") == bool(converged)
         if status is not None:
             codes = [status] if isinstance(status, (int, np.integer, Status)) else list(status)
-            keep &= np.isin(self.column("status"), [int(Status(c)) for c in codes])
+            keep &= np.isin(self.column("status"), [int(Status(int(c))) for c in codes])
         for name, bounds in (("n_heavy", heavy_atoms), ("n_atoms", n_atoms)):
             if bounds is None:
                 continue

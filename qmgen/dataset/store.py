@@ -70,7 +70,7 @@ class Store:
         self._cache_used = 0
         self._meta: dict = {}
         self._hashing: dict = {}  # shard -> Future of (stat key, sha256) from a thread
-        self._executor = None
+        self._executor: ThreadPoolExecutor | None = None
         self._confined: set = set()  # shards whose file resolved inside the dataset
 
     def __getstate__(self):

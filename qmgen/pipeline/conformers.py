@@ -92,7 +92,9 @@ def chunks(items, conformers: int, chunk_size: int) -> list[list]:
     (one chunk when ``chunk_size`` is 0)."""
     if not chunk_size:
         return [list(items)] if items else []
-    out, current, load = [], [], 0
+    out: list[list] = []
+    current: list = []
+    load = 0
     for it in items:
         weight = conformers if it.ok else 0
         if current and load + weight > chunk_size:
@@ -221,7 +223,7 @@ def _new_pool(processes: int) -> ProcessPoolExecutor:
         try:
             me.daemon = False
         except AssertionError:
-            me._config["daemon"] = False
+            me._config["daemon"] = False  # type: ignore[attr-defined]  # as multiprocessing does
     _stop_pools_at_exit()
     pool = ProcessPoolExecutor(
         processes,

@@ -49,7 +49,8 @@ class DirectoryLock:
     """
 
     def __init__(self, root, wait: bool = False):
-        self.root, self.wait, self.fd = Path(root), wait, None
+        self.root, self.wait = Path(root), wait
+        self.fd: int | None = None
 
     @property
     def path(self) -> Path:

@@ -133,10 +133,12 @@ class GenerateOptions:
 
 
 def _check_basis(name: str) -> None:
+    import numpy as np
+
     from qmgen.dft.basis import BasisError, structure_of
 
     try:
-        structure_of([1], name)
+        structure_of(np.array([1]), name)
     except BasisError as err:
         raise ValueError(f"unknown basis {name!r}: {err}") from None
 
@@ -234,7 +236,7 @@ def shape_key(z, options: GenerateOptions):
 
     try:
         mol = SimpleNamespace(z=list(z), n_atoms=len(z))
-        b = bucket_of(mol, options.basis, options.grid_level, BucketPolicy())
+        b = bucket_of(mol, options.basis, options.grid_level, BucketPolicy())  # type: ignore[arg-type]  # z and n_atoms suffice
     except (BasisError, MoleculeError, KeyError, ValueError):
         return None
     return (b.n_ao, b.n_points, b.n_atoms, b.structure)
@@ -269,7 +271,7 @@ def plan_items(input_path, options: GenerateOptions):
     """Validate every record of the input (no conformers): ``[(PlanItem, shape_key)]``."""
     from qmgen.chem import read_molecules
 
-    out = []
+    out: list[tuple] = []
     chem = options.chem_options(0)
     for rec in read_molecules(input_path, format=options.format, options=chem):
         if options.limit is not None and len(out) >= options.limit:

@@ -24,6 +24,7 @@ import time
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from qmgen.errors import QmgenError, UserError, environment_problem
 from qmgen.pipeline.lock import LOCK_NAME, DirectoryLock
@@ -36,7 +37,17 @@ from qmgen.storage.schema import SCHEMA_VERSION
 
 log = logging.getLogger("qmgen.pipeline")
 
-SOFTWARE = ("qmgen", "jax", "jaxlib", "numpy", "scipy", "pyscf", "rdkit", "h5py", "dask")
+SOFTWARE: tuple[str, ...] = (
+    "qmgen",
+    "jax",
+    "jaxlib",
+    "numpy",
+    "scipy",
+    "pyscf",
+    "rdkit",
+    "h5py",
+    "dask",
+)
 SOFTWARE += ("distributed",)
 LEVEL_KEYS = ("xc", "basis", "grid_level", "precision", "forces", "conv_tol", "max_cycle")
 
@@ -54,7 +65,7 @@ def software_versions() -> dict:
     """Versions of qmgen and the libraries that shape its labels."""
     from importlib import metadata
 
-    out = {}
+    out: dict[str, str | None] = {}
     for name in SOFTWARE:
         try:
             out[name] = metadata.version(name)
@@ -283,7 +294,7 @@ def generate(
     if not input_path.is_file():
         raise UserError(f"no such input file: {str(input_path)!r}")
     input_sha = sha256_file(input_path)
-    config = dict(
+    config: dict[str, Any] = dict(
         options=opts.to_dict(),
         options_hash=opts.digest(input_sha),
         input=dict(path=str(input_path.resolve()), sha256=input_sha),
@@ -387,10 +398,10 @@ class _Run:
         self.done = dict(done)  # shard_id -> manifest entry
         self.by_id = {s.shard_id: s for s in plan.shards}
         self.errors: dict[int, str] = {}
-        self.timing = Counter()
-        self.failures = Counter()
+        self.timing: Counter[str] = Counter()
+        self.failures: Counter[str] = Counter()
         self.rows = self.computed = self.n_conformers = 0
-        self.devices = set()
+        self.devices: set[str] = set()
         self.progress = progress
         self.bar = None
 

@@ -95,7 +95,8 @@ def validate_dataset(
         )
     column = 1 if level["precision"] == "float32" else 0
     picks = sample_rows(ds, sample, seed)
-    pairs, per_conf = {k: [] for k in TOLERANCES}, []
+    pairs: dict[str, list] = {k: [] for k in TOLERANCES}
+    per_conf: list[dict] = []
     for pos in picks.tolist():
         row = ds[pos]
         t0 = time.perf_counter()
@@ -103,7 +104,7 @@ def validate_dataset(
             _molecule(row),
             basis=level["basis"],
             xc=level["xc"],
-            grid_level=int(level["grid_level"]),
+            grid_level=int(level["grid_level"] or 0),  # checked by _check_level
             forces=bool(ds.has_forces),
             conv_tol=conv_tol,
         )

@@ -32,8 +32,8 @@ def _check_datasets(f: h5py.File, counts: dict, problems: list, version: int) ->
             continue
         ds = f[name]
         if ds.dtype != np.dtype(dtype) or ds.shape[1:] != trailing:
-            want = (None,) + trailing
-            problems.append(f"/{name}: dtype {ds.dtype} shape {ds.shape}, expected {dtype} {want}")
+            shape = (None,) + trailing
+            problems.append(f"/{name}: dtype {ds.dtype} shape {ds.shape}, expected {dtype} {shape}")
         if ds.attrs.get("units") != units:
             problems.append(f"/{name}: units {ds.attrs.get('units')!r}, expected {units!r}")
         try:
@@ -42,7 +42,7 @@ def _check_datasets(f: h5py.File, counts: dict, problems: list, version: int) ->
             problems.append(f"/{name}: HDF5 read error (fletcher32 checksum?): {err}")
             continue
         if length.endswith("+1"):
-            want = counts[length[0]] + 1
+            want: int | None = counts[length[0]] + 1
         elif length in counts:
             want = counts[length]
         else:

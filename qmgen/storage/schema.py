@@ -83,8 +83,8 @@ ATOM_FIELDS = {
     "forces": ("f8", (3,), "hartree/bohr"),  # optional
 }
 ROW_SCALARS = ("energy", "homo", "lumo", "gap", "scf_error")
-RESERVED_ATTRS = ("schema_version", "shard_id", "n_rows", "n_failures", "n_molecules")
-RESERVED_ATTRS += ("has_forces", "json_attrs")
+RESERVED_ATTRS: tuple[str, ...] = ("schema_version", "shard_id", "n_rows", "n_failures")
+RESERVED_ATTRS += ("n_molecules", "has_forces", "json_attrs")
 MAX_Z = 118
 MAX_CHARGE = 1000  # |net charge| of a stored molecule
 

@@ -38,7 +38,7 @@ def _need(row: dict, i: int, key: str, what: str = "row"):
         raise ValueError(f"{what} {i}: missing field {key!r}") from None
 
 
-def _pack_rows(rows) -> tuple[dict, dict, bool]:
+def _pack_rows(rows) -> tuple[dict, dict, dict]:
     """Columns of ``rows`` (see :func:`write_shard`) and the molecule table."""
     n = len(rows)
     has_forces = n > 0 and rows[0].get("forces") is not None
@@ -101,7 +101,7 @@ def _pack_rows(rows) -> tuple[dict, dict, bool]:
     n_mo = np.fromiter((len(a) for a in mo), dtype=np.int64, count=n)
     atom_offset = np.concatenate([[0], np.cumsum(n_atoms)]).astype(np.int64)
     heavy = np.add.reduceat((z_all > 1).astype(np.int64), atom_offset[:-1]) if n else n_atoms
-    conf = dict(scal)
+    conf: dict[str, np.ndarray] = dict(scal)
     conf.update(
         dipole=np.asarray(dip).reshape(n, 3),
         n_atoms=n_atoms,
