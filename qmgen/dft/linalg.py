@@ -39,10 +39,13 @@ dropped before the final sort.
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import jax
 import jax.numpy as jnp
+
+if TYPE_CHECKING:  # shape annotations only (jaxtyping is a test dependency)
+    from jaxtyping import Array, Float
 
 Method = Literal["auto", "lapack", "jacobi"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -98,8 +101,8 @@ def _step(a: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def jacobi_eigh(
-    a: jax.Array,
-    v0: jax.Array | None = None,
+    a: Float[Array, "n n"],
+    v0: Float[Array, "n n"] | None = None,
     *,
     tol: float | None = None,
     max_sweeps: int = MAX_SWEEPS,
@@ -158,7 +161,9 @@ def jacobi_eigh(
     return (w, v, k) if return_sweeps else (w, v)
 
 
-def eigh(a: jax.Array, v0: jax.Array | None = None, method: Method = "auto"):
+def eigh(
+    a: Float[Array, "n n"], v0: Float[Array, "n n"] | None = None, method: Method = "auto"
+) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
     """``(w, v)`` of one symmetric matrix by the chosen method.
 
     ``"lapack"``: ``jnp.linalg.eigh`` (ignores ``v0``). ``"jacobi"``: ``jacobi_eigh``.

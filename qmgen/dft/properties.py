@@ -19,6 +19,8 @@ r"""Labels from a converged SCF state (JAX): orbital energies, dipole, charges, 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
 import jax.numpy as jnp
 
@@ -30,21 +32,37 @@ from qmgen.dft.numint import ao_values
 from qmgen.dft.scf import SCFInputs, nuclear_repulsion, xc_energy
 from qmgen.dft.xc import get_functional
 
+if TYPE_CHECKING:  # shape annotations only (jaxtyping is a test dependency)
+    from jaxtyping import Array, Float, Int, Shaped
 
-def frontier(mo_energy, n_occ):
+
+def frontier(
+    mo_energy: Float[Array, " n"], n_occ: Int[Array, ""]
+) -> tuple[Float[Array, ""], Float[Array, ""], Float[Array, ""]]:
     """(homo, lumo, gap) from ascending orbital energies and the occupied count."""
     homo = jnp.take(mo_energy, n_occ - 1)
     lumo = jnp.take(mo_energy, n_occ)
     return homo, lumo, lumo - homo
 
 
-def dipole_moment(dipole_ints, dm, positions, z):
+def dipole_moment(
+    dipole_ints: Float[Array, "3 n n"],
+    dm: Float[Array, "n n"],
+    positions: Float[Array, "atom 3"],
+    z: Int[Array, " atom"],
+) -> Float[Array, "3"]:
     """Total dipole (3,) in e·Bohr: nuclear minus electronic, origin 0."""
     nuc = jnp.einsum("a,ax->x", z.astype(dm.dtype), positions)
     return nuc - jnp.einsum("xij,ji->x", dipole_ints, dm)
 
 
-def mulliken_charges(dm, s, ao_atom, ao_mask, z):
+def mulliken_charges(
+    dm: Float[Array, "n n"],
+    s: Float[Array, "n n"],
+    ao_atom: Int[Array, " n"],
+    ao_mask: Shaped[Array, " n"],
+    z: Int[Array, " atom"],
+) -> Float[Array, " atom"]:
     """Mulliken charges (natom,) from the density and overlap (padding AOs excluded)."""
     pop = jnp.sum(dm * s, axis=1) * ao_mask
     per_atom = jax.ops.segment_sum(pop, ao_atom, num_segments=z.shape[0])
@@ -65,8 +83,8 @@ def _two_electron_density(dm, hyb: float):
         k = dm[pi[:, None], pi[None, :]] * dm[pj[:, None], pj[None, :]]
         k = k + dm[pi[:, None], pj[None, :]] * dm[pj[:, None], pi[None, :]]
         g = g - 0.125 * hyb * k
-    w = jnp.asarray(w, dm.dtype)
-    return pairs_to_packed(jax.lax.stop_gradient(g * w[:, None] * w[None, :]), n)
+    wj = jnp.asarray(w, dm.dtype)
+    return pairs_to_packed(jax.lax.stop_gradient(g * wj[:, None] * wj[None, :]), n)
 
 
 def _lagrangian(positions, inputs: SCFInputs, dm, wdm, xc: str):
@@ -82,7 +100,13 @@ def _lagrangian(positions, inputs: SCFInputs, dm, wdm, xc: str):
     return e + nuclear_repulsion(positions, charges)
 
 
-def forces(inputs: SCFInputs, mo_energy, mo_coeff, mo_occ, xc: str):
+def forces(
+    inputs: SCFInputs,
+    mo_energy: Float[Array, " n"],
+    mo_coeff: Float[Array, "n n"],
+    mo_occ: Float[Array, " n"],
+    xc: str,
+) -> Float[Array, "atom 3"]:
     """Forces (natom, 3) in Hartree/Bohr: minus the analytic energy gradient."""
     dm = (mo_coeff * mo_occ) @ mo_coeff.T
     wdm = (mo_coeff * (mo_occ * mo_energy)) @ mo_coeff.T

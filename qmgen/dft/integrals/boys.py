@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import math
 from functools import cache, partial
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:  # shape annotations only (jaxtyping is a test dependency)
+    from jaxtyping import Array, Float
 
 MAX_ORDER = 24  # far above what s-f kernels and their derivatives use (4 * 3 + 1)
 T_MAX = 36.0
@@ -85,7 +89,7 @@ def _boys_impl(m_max: int, t: jax.Array) -> list:
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
-def boys(m_max: int, t: jax.Array) -> jax.Array:
+def boys(m_max: int, t: Float[Array, "*s"]) -> Float[Array, "*s m"]:
     r"""Boys functions :math:`F_0(T) \ldots F_{m_{max}}(T)`.
 
     Args:

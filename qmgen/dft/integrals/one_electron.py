@@ -20,6 +20,7 @@ matrices in the internal AO order (see ``qmgen.dft.basis``); results match PySCF
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 
@@ -34,6 +35,9 @@ from qmgen.dft.integrals.hermite import (
     pair_hermite,
 )
 from qmgen.dft.integrals.pairs import expand_pairs, pair_classes, pair_indices
+
+if TYPE_CHECKING:  # shape annotations only (jaxtyping is a test dependency)
+    from jaxtyping import Array, Float
 
 
 def primitive_pairs(basis: Basis, positions, x: int, y: int) -> dict:
@@ -142,7 +146,9 @@ def _pair_block_nuc(basis: Basis, positions, charges, x: int, y: int):
     return _to_sph(cart, lsa, lsb)
 
 
-def one_electron(basis: Basis, positions, charges) -> dict:
+def one_electron(
+    basis: Basis, positions: Float[Array, "atom 3"], charges: Float[Array, " atom"]
+) -> dict[str, Float[Array, "..."]]:
     """Overlap, kinetic, nuclear-attraction and dipole matrices (internal AO order).
 
     Args:

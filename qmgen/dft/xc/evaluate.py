@@ -28,11 +28,15 @@ float32 and cast back. NaN in ``rho`` or ``sigma`` gives NaN outputs (never a si
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 
 from qmgen.dft.xc.registry import COMPONENTS, Component, get_functional
+
+if TYPE_CHECKING:  # shape annotations only (jaxtyping is a test dependency)
+    from jaxtyping import Array, Float
 
 F32_DENS_FLOOR = 1e-10
 
@@ -58,6 +62,7 @@ def eval_component(
     rho_c = jnp.where(active, rho, 1.0)
     ones = jnp.ones_like(rho)
     if comp.is_gga:
+        assert sigma is not None, "a GGA component needs sigma"
         # sigma >= sigma_threshold^2 = thr^(8/3); |grad rho| = sqrt of that, floored the same
         sigma_floor = max(thr ** (8.0 / 3.0), float(jnp.finfo(dtype).tiny))
         use = active & (sigma > sigma_floor)
@@ -79,8 +84,8 @@ def eval_component(
 
 
 def eval_xc(
-    name: str, rho: jax.Array, sigma: jax.Array | None = None
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+    name: str, rho: Float[Array, "*g"], sigma: Float[Array, "*g"] | None = None
+) -> tuple[Float[Array, "*g"], Float[Array, "*g"], Float[Array, "*g"]]:
     r"""Spin-unpolarised exchange-correlation energy and potential terms of functional
     ``name`` (see :data:`qmgen.dft.xc.XC_NAMES`), libxc's conventions.
 
