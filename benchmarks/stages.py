@@ -155,10 +155,14 @@ def stage_programs(settings: Settings, bucket, inputs64, inputs_loop):
 
     def finish(i64, h64, d):
         from qmgen.dft.refine import refine_float64
+        from qmgen.dft.scf import SCFOptions
 
         _, c = jnp.linalg.eigh(d)  # natural orbitals as stand-in converged orbitals
         occ_ = jnp.where(jnp.arange(n) >= n - i64.n_occ, 2.0, 0.0)
-        return refine_float64(i64, h64, c[:, ::-1], occ_[::-1], xc)
+        opts = SCFOptions(
+            xc=xc, conv_tol=settings.conv_tol, max_cycle=settings.max_cycle, eigensolver=solver
+        )
+        return refine_float64(i64, h64, c[:, ::-1], occ_[::-1], opts)
 
     progs = {
         "eri": (eri, (inputs64,)),

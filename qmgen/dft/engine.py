@@ -35,12 +35,6 @@ from qmgen.status import Status
 
 Precision = Literal["float64", "float32"]
 
-# float32 SCF stops here: its energies resolve ~1e-7 of the total (3e-5 Ha at 500 Ha) and
-# its |g| stalls at a few 1e-4 (tighter thresholds ran to max_cycle); float64 DIIS cycles in
-# qmgen.dft.refine finish the job (f32 vs f64: |dE| < 0.01 meV, |dgap| < 0.2 meV)
-F32_CONV_TOL = 1e-3
-F32_CONV_TOL_GRAD = 1e-3
-
 # Python-side count of traces of the batched kernel, keyed by bucket (for tests/logs)
 TRACE_COUNT: dict = {}
 
@@ -104,11 +98,12 @@ def _labels_kernel(inputs, cycles, settings: Settings):
 
     ``cycles``: () int, the SCF cycles this call may run (at most ``settings.max_cycle``).
     float32 mode builds the Hamiltonian once in float64 (integrals, grid, AO values, J/K
-    layouts), iterates on a float32 copy of it and finishes on the float64 original.
+    layouts), iterates on a float32 copy of it until ``refine.F32_CONV_TOL`` and finishes
+    with float64 cycles on the float64 original until ``conv_tol`` holds
+    (``qmgen.dft.refine``); both loops share the ``cycles``.
     """
     from qmgen.dft import properties, refine
-    from qmgen.dft.integrals.eri import eri_packed
-    from qmgen.dft.scf import SCFOptions, build_hamiltonian, cast_hamiltonian, run_scf
+    from qmgen.dft.scf import SCFOptions, build_hamiltonian, run_scf
 
     opts = SCFOptions(
         xc=settings.xc,
@@ -121,36 +116,29 @@ def _labels_kernel(inputs, cycles, settings: Settings):
     )
     f32 = settings.precision == "float32"
     if f32:
-        opts = dataclasses.replace(
-            opts,
-            conv_tol=max(opts.conv_tol, F32_CONV_TOL),
-            conv_tol_grad=max(opts.tol_grad, F32_CONV_TOL_GRAD),
+        inp64, ham64, ham = refine.hamiltonians(inputs, settings.xc)
+        loop = run_scf(inputs, refine.loop_options(opts), ham, max_cycle=cycles, retry=False)
+        left = jnp.maximum(cycles - loop["n_iter"], 0)
+        res = refine.refine_float64(
+            inp64, ham64, loop["mo_coeff"], loop["mo_occ"], opts, max_cycle=left
         )
-        inp64 = refine._to64(inputs)
-        packed = eri_packed(inp64.basis, inp64.positions)
-        ham64 = build_hamiltonian(inp64, settings.xc, packed)
-        ham = cast_hamiltonian(ham64, inputs.positions.dtype, packed)
-    else:
-        ham = build_hamiltonian(inputs, settings.xc)
-    res = run_scf(inputs, opts, ham, max_cycle=cycles)
-    out = dict(
-        converged=res["converged"],
-        scf_converged=res["converged"],
-        n_iter=res["n_iter"],
-        scf_error=res["scf_error"].astype(jnp.float64),
-        dm_scf=res["dm"],
-    )
-    if f32:
-        fine = refine.refine_float64(
-            inp64, ham64, res["mo_coeff"], res["mo_occ"], settings.xc, settings.eigensolver
-        )
-        # |g| after the float64 cycles; they must not have made it worse
-        out["scf_error"] = fine["scf_error"]
-        out["converged"] = res["converged"] & (fine["scf_error"] <= F32_CONV_TOL_GRAD)
-        e_tot, mo_energy, dm = fine["e_tot"], fine["mo_energy"], fine["dm"]
+        n_iter = loop["n_iter"] + res["n_iter"]
         s, dip = ham64.s, ham64.dipole
     else:
-        e_tot, mo_energy, dm, s, dip = res["e_tot"], res["mo_energy"], res["dm"], ham.s, ham.dipole
+        ham = build_hamiltonian(inputs, settings.xc)
+        res = run_scf(inputs, opts, ham, max_cycle=cycles)
+        n_iter = res["n_iter"]
+        s, dip = ham.s, ham.dipole
+    # converged: |delta_e| < conv_tol and scf_error < sqrt(conv_tol), tested in float64 on
+    # the final state in both precisions (run_scf)
+    out = dict(
+        converged=res["converged"],
+        n_iter=n_iter,
+        scf_error=res["scf_error"],
+        delta_e=res["delta_e"],
+        dm_scf=res["dm"],
+    )
+    e_tot, mo_energy, dm = res["e_tot"], res["mo_energy"], res["dm"]
     homo, lumo, gap = properties.frontier(mo_energy, inputs.n_occ)
     pos64 = inputs.positions.astype(jnp.float64)
     out.update(
@@ -166,9 +154,9 @@ def _labels_kernel(inputs, cycles, settings: Settings):
         # from the final orbitals (in float32 mode the float64-refined ones, cast back)
         mo_e, mo_c = mo_energy, res["mo_coeff"]
         if f32:
-            mo_e = fine["mo_energy"].astype(inputs.positions.dtype)
-            mo_c = fine["mo_coeff"].astype(inputs.positions.dtype)
-        f = properties.forces(inputs, mo_e, mo_c, res["mo_occ"], settings.xc)
+            mo_e, mo_c = (x.astype(inputs.positions.dtype) for x in (mo_e, mo_c))
+        occ = res["mo_occ"].astype(inputs.positions.dtype)
+        f = properties.forces(inputs, mo_e, mo_c, occ, settings.xc)
         out["forces"] = f.astype(jnp.float64)
     return jax.tree_util.tree_map(
         lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, out
@@ -305,10 +293,19 @@ def compute(
     Args:
       molecules: ``qmgen.Molecule`` records (positions in Bohr).
       basis, xc, grid_level: level of theory ("b3lyp5" is QM1B's B3LYP with VWN5).
-      precision: "float64", or "float32" (SCF in float32, final energy and orbital
-        energies re-evaluated in float64 from the converged density).
+      precision: "float64", or "float32" (SCF cycles in float32 with float64 ERIs until
+        |dE| and |g| are below 1e-3, then float64 cycles from that density until
+        ``conv_tol`` holds; energy and orbital energies from the float64 state).
       forces: also compute analytic forces (Hartree/Bohr, no grid response as PySCF).
-      conv_tol, max_cycle, level_shift, damping: SCF settings, PySCF's meaning.
+      conv_tol: the SCF is converged when the energy change of its last cycle is below
+        ``conv_tol`` (Hartree) and the orbital gradient norm |g| (PySCF's ``get_grad``) is
+        below ``sqrt(conv_tol)`` (PySCF's default ``conv_tol_grad``), both tested in
+        float64 on the final state (after PySCF's closing diagonalisation). The same in
+        both precisions: in float32 mode the float32 loop may stop earlier and the float64
+        cycles continue until the test holds.
+      max_cycle: cap on the SCF cycles (float32 and float64 cycles together in float32
+        mode); a molecule that has not met ``conv_tol`` by then is NOT_CONVERGED.
+      level_shift, damping: SCF settings, PySCF's meaning.
       batch_size: molecules per compiled call; default from the device memory.
       policy: padding granularity (``BucketPolicy``).
       min_bucket_size: merge shape buckets with fewer molecules into larger ones (fewer
@@ -324,8 +321,10 @@ def compute(
     Returns:
       One dict per input molecule, in input order, with ``energy``, ``homo``, ``lumo``,
       ``gap`` (Hartree), ``mo_energy`` (n_ao,), ``dipole`` (3,) e*Bohr, ``charges``
-      (n_atoms,), ``forces`` (n_atoms, 3) or None, ``converged``, ``n_iter``,
-      ``scf_error``, ``status`` (``qmgen.status.Status`` value) and ``message``.
+      (n_atoms,), ``forces`` (n_atoms, 3) or None, ``converged``, ``n_iter`` (SCF
+      cycles), ``scf_error`` (final |g|), ``delta_e`` (energy change of the last cycle,
+      Hartree), ``status`` (``qmgen.status.Status`` value) and ``message``. ``converged``
+      implies ``scf_error < sqrt(conv_tol)`` and ``abs(delta_e) < conv_tol``.
     """
     _check_options(xc, basis, grid_level, precision)
     if eigensolver not in EIGENSOLVERS:
@@ -386,7 +385,7 @@ def compute(
             stragglers = [
                 i
                 for i, rec in passes.items()
-                if not rec["scf_converged"][()] and int(rec["n_iter"]) >= budget
+                if not rec["converged"][()] and int(rec["n_iter"]) >= budget
             ]
             if stragglers and budget < settings.max_cycle:
                 # continue from the last density with the cycles left, batched together
@@ -452,6 +451,7 @@ def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:
         converged=bool(out["converged"]),
         n_iter=int(out["n_iter"]),
         scf_error=float(out["scf_error"]),
+        delta_e=float(out["delta_e"]),
     )
     finite = all(
         np.all(np.isfinite(rec[key]))
@@ -462,7 +462,8 @@ def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:
     elif not rec["converged"]:
         rec.update(
             status=int(Status.NOT_CONVERGED),
-            message=f"SCF not converged in {rec['n_iter']} cycles (|g| = {rec['scf_error']:.2e})",
+            message=f"SCF not converged in {rec['n_iter']} cycles (|g| = {rec['scf_error']:.2e}, "
+            f"|dE| = {abs(rec['delta_e']):.2e} Ha)",
         )
     else:
         rec.update(status=int(Status.OK), message="")

@@ -1,24 +1,27 @@
-r"""Float64 re-evaluation of a float32 SCF (QM1B's mixed-precision recipe).
+r"""The float64 finish of a float32 SCF (QM1B's mixed-precision recipe, carried to
+convergence).
 
-The SCF iterates in float32; from its converged density D the total energy and the Fock
-matrix are rebuilt once in float64,
+float32 mode builds the Hamiltonian of a molecule once, in float64, with
+``qmgen.dft.scf.build_hamiltonian`` (one-electron integrals, ERIs and their J/K layouts,
+grid, AO values), and iterates on a float32 copy of it (``scf.cast_hamiltonian``,
+:func:`hamiltonians`). The float32 loop stops early, at ``F32_CONV_TOL`` in energy and
+``F32_CONV_TOL_GRAD`` in ‖g‖: its energies resolve ~1e-7 of the total and its ‖g‖ has a
+noise floor of a few 1e-4 (asked for 2e-4 it ran to max_cycle). The finish then runs
+``qmgen.dft.scf.run_scf`` again, in float64 on the float64 original, so the Fock matrix,
+energy and convergence test are the very code of a float64 SCF and nothing is rebuilt:
 
 .. math::
    E = \mathrm{tr}(D h) + E_{2}[D] + E_{xc}[D] + E_{nuc}, \quad
-   F = h + J[D] - \tfrac{c_x}{2}K[D] + V_{xc}[D],
+   F = h + J[D] - \tfrac{c_x}{2}K[D] + V_{xc}[D].
 
-with float64 one-electron integrals, grid, AO values, XC and ERIs: the float64
-Hamiltonian is built once per molecule and the float32 iterations run on a cast copy of
-it, so the finish recomputes none of it. D is first purified:
-the occupied float32 orbitals are orthonormalised in float64 against the float64 overlap,
-so D is idempotent with the exact electron count. From there ``REFINE_CYCLES`` float64
-DIIS cycles (with the float64 ERIs already at hand, one Fock build each) finish the SCF:
-the float32 loop stops at |g| ~ 1e-3, its noise floor is a few 1e-4 (with a tighter
-threshold it ran to max_cycle), and orbital energies are first order in the density
-error: re-evaluating the Fock matrix of the float32 density alone left gaps of 9-11
-heavy-atom molecules off by up to 1 meV; four DIIS cycles bring them under 0.2 meV (plain
-Roothaan steps instead oscillated, 7 meV). The energy, orbital energies and |g| reported
-are those of the final float64 Fock matrix.
+It starts from the float32 orbitals orthonormalised in float64 against the float64 overlap
+(an idempotent density with the exact electron count) and runs float64 DIIS cycles, at
+least ``REFINE_CYCLES`` and then until the caller's tolerances hold: |ΔE| < conv_tol and
+‖g‖ < conv_tol_grad on the final state, checked in float64 (``run_scf``'s ``converged``).
+The cycles of both loops together stay within the cycle cap; when it runs out first the
+molecule is reported not converged. Orbital energies are first order in the density
+error: re-evaluating the Fock matrix of the float32 density alone (QM1B's recipe) left
+gaps of 9-11 heavy-atom molecules off by up to 1 meV.
 
 Why the ERIs are float64: ERIs computed in float32 carry rounding shared by every quartet
 of a shell pair (pair prefactors, Hermite coefficients), which does not average out; it
@@ -34,8 +37,21 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from qmgen.dft.scf import Hamiltonian, SCFInputs, SCFOptions, _orthogonalizer, run_scf
+from qmgen.dft.integrals.eri import eri_packed
+from qmgen.dft.scf import (
+    Hamiltonian,
+    SCFInputs,
+    SCFOptions,
+    _orthogonalizer,
+    build_hamiltonian,
+    cast_hamiltonian,
+    run_scf,
+)
 
+# where the float32 loop stops (energy change, ‖g‖) before the float64 finish
+F32_CONV_TOL = 1e-3
+F32_CONV_TOL_GRAD = 1e-3
+# float64 cycles the finish runs at least
 REFINE_CYCLES = 4
 
 
@@ -45,41 +61,54 @@ def _to64(tree):
     )
 
 
+def hamiltonians(inputs: SCFInputs, xc: str):
+    """(inputs64, ham64, ham): the float64 inputs and Hamiltonian of a molecule and the
+    copy of that Hamiltonian in the dtype of ``inputs`` (float32), whose J/K layouts are
+    gathered from the packed float64 ERIs cast to float32. Both come from
+    ``scf.build_hamiltonian``; nothing of the float64 one is computed twice."""
+    inputs64 = _to64(inputs)
+    packed = eri_packed(inputs64.basis, inputs64.positions)
+    ham64 = build_hamiltonian(inputs64, xc, packed)
+    return inputs64, ham64, cast_hamiltonian(ham64, inputs.positions.dtype, packed)
+
+
+def loop_options(opts: SCFOptions) -> SCFOptions:
+    """The float32 loop's settings: the caller's, with its early stopping point."""
+    return dataclasses.replace(
+        opts,
+        conv_tol=max(opts.conv_tol, F32_CONV_TOL),
+        conv_tol_grad=max(opts.tol_grad, F32_CONV_TOL_GRAD),
+    )
+
+
 def refine_float64(
-    inputs64: SCFInputs, ham64: Hamiltonian, mo_coeff32, mo_occ32, xc: str, eigensolver="auto"
+    inputs64: SCFInputs,
+    ham64: Hamiltonian,
+    mo_coeff32,
+    mo_occ32,
+    opts: SCFOptions,
+    max_cycle=None,
 ) -> dict:
-    """Energy, orbital energies and matrices in float64 from a float32 SCF.
+    """The float64 SCF that finishes a float32 one, from its orbitals.
 
     Args:
       inputs64: the molecule's inputs in float64. ham64: its float64 Hamiltonian, the one
-        the float32 iterations used a cast copy of (built once: integrals, grid, AO
-        values and J/K layouts are not recomputed here). mo_coeff32, mo_occ32: the
-        converged float32 orbitals and occupations. eigensolver: see ``qmgen.dft.linalg.eigh``.
+        the float32 iterations used a cast copy of (:func:`hamiltonians`).
+      mo_coeff32, mo_occ32: the float32 loop's orbitals and occupations.
+      opts: the caller's SCF settings: their tolerances are the ones met (in float64).
+      max_cycle: optional traced cap on the float64 cycles (the cycles the float32 loop
+        left); default ``opts.max_cycle``.
 
-    Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), dm (n, n), scf_error (the
-    float64 |g|), all float64.
+    Returns ``run_scf``'s dict, all float64: e_tot, mo_energy, mo_coeff, mo_occ, dm, fock,
+    converged, n_iter (float64 cycles), scf_error (‖g‖), delta_e.
     """
     s = ham64.s
     occ = mo_occ32.astype(jnp.float64)
     c = mo_coeff32.astype(jnp.float64) * (occ > 0)
     m = c.T @ s @ c + jnp.diag((occ == 0).astype(jnp.float64))  # identity on virtuals
-    c = c @ _orthogonalizer(m, eigensolver)  # C (C^T S C)^{-1/2}
+    c = c @ _orthogonalizer(m, opts.eigensolver)  # C (C^T S C)^{-1/2}
     dm = (c * occ) @ c.T
-    # a fixed number of float64 DIIS cycles from the purified density (tolerances 0: no
-    # early exit), then PySCF's final diagonalisation inside run_scf
-    opts = SCFOptions(
-        xc=xc,
-        conv_tol=0.0,
-        conv_tol_grad=0.0,
-        max_cycle=REFINE_CYCLES,
-        diis_start_cycle=0,
-        eigensolver=eigensolver,
-    )
-    res = run_scf(dataclasses.replace(inputs64, dm0=dm), opts, ham64)
-    return dict(
-        e_tot=res["e_tot"],
-        mo_energy=res["mo_energy"],
-        mo_coeff=res["mo_coeff"],
-        dm=res["dm"],
-        scf_error=res["scf_error"],
+    opts = dataclasses.replace(opts, diis_start_cycle=0)
+    return run_scf(
+        dataclasses.replace(inputs64, dm0=dm), opts, ham64, max_cycle, min_cycle=REFINE_CYCLES
     )

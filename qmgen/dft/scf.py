@@ -11,8 +11,10 @@ Roothaan–Hall iterations :math:`F(D) C = S C \varepsilon` with
 Lett. 73, 393 (1980)) with PySCF's error vector :math:`FDS - SDF` and a fixed-size
 history handled by masks. The loop is a ``lax.while_loop`` with PySCF's convergence test
 (|ΔE| < conv_tol and ‖g‖ < conv_tol_grad, g the occupied–virtual Fock block) and a
-``max_cycle`` cap, followed by PySCF's extra diagonalisation (``conv_check``). Under
-``vmap`` each molecule stops updating once it has converged.
+``max_cycle`` cap, followed by PySCF's extra diagonalisation (``conv_check``). The same
+test is applied to that final state (PySCF relaxes it there to 10 conv_tol or
+3 conv_tol_grad); where it fails, the cycles continue, so ``converged`` always means the
+returned state met it. Under ``vmap`` each molecule stops updating once it has converged.
 
 Padding AOs (zero functions that map many molecules onto one compiled shape) get an
 identity overlap block and a Fock diagonal above every real orbital energy (``pad_core``)
@@ -246,16 +248,32 @@ def _diis_extrapolate(f_hist, e_hist, count, space: int):
 
 
 def run_scf(
-    inputs: SCFInputs, opts: SCFOptions, ham: Hamiltonian | None = None, max_cycle=None
+    inputs: SCFInputs,
+    opts: SCFOptions,
+    ham: Hamiltonian | None = None,
+    max_cycle=None,
+    min_cycle: int = 0,
+    retry: bool = True,
 ) -> dict:
     """Self-consistent field for one molecule.
 
+    DIIS cycles run until PySCF's loop test holds (|ΔE| < conv_tol and ‖g‖ < conv_tol_grad),
+    then PySCF's final diagonalisation of the plain Fock matrix gives the orbitals, density
+    and energy returned. ``converged`` is the same test applied to that final state: its
+    energy change from the last cycle and its ‖g‖ (``scf_error``). Where the final step
+    breaks the test, the DIIS cycles go on from it (same history) while cycles are left, so
+    ``converged`` implies ``|delta_e| < conv_tol`` and ``scf_error < conv_tol_grad``.
+
     ``max_cycle``: optional traced cycle cap (int array, at most ``opts.max_cycle``), so
     one compiled program serves a short first pass and the continuation of stragglers
-    (``qmgen.dft.engine``); default ``opts.max_cycle``.
+    (``qmgen.dft.engine``); default ``opts.max_cycle``. ``min_cycle``: cycles run before
+    the test may stop the loop (static). ``retry=False``: no further cycles when the final
+    step breaks the test (``converged`` then still reports the test; the float32 loop of
+    float32 mode, which a float64 finish follows, uses it).
 
-    Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), mo_occ (n,), dm (n, n),
-    converged, n_iter, scf_error (final ‖g‖), and the Hamiltonian pieces used by labels.
+    Returns dict: e_tot, mo_energy (n,), mo_coeff (n, n), mo_occ (n,), dm (n, n), fock
+    (n, n), converged, n_iter (DIIS cycles, PySCF's ``cycles``), scf_error (final ‖g‖) and
+    delta_e (final energy minus the last cycle's).
     """
     if ham is None:
         ham = build_hamiltonian(inputs, opts.xc)
@@ -270,6 +288,9 @@ def run_scf(
         v, e2 = veff(ham, dm, opts.xc)
         return v, jnp.sum(dm * ham.h) + e2 + ham.e_nuc
 
+    def met(d_e, norm_g):
+        return (jnp.abs(d_e) < opts.conv_tol) & (norm_g < opts.tol_grad)
+
     dm0 = inputs.dm0.astype(dtype)
     v0, e0 = energy_of(dm0)
     state = dict(
@@ -277,19 +298,24 @@ def run_scf(
         dm=dm0,
         v=v0,
         e_tot=e0,
-        converged=jnp.zeros((), bool),
+        converged=jnp.zeros((), bool),  # the loop's test, last cycle
+        done=jnp.zeros((), bool),  # the test on the final state
+        passes=jnp.zeros((), jnp.int32),
         f_hist=jnp.zeros((m, n, n), dtype),
         e_hist=jnp.zeros((m, n, n), dtype),
         count=jnp.zeros((), jnp.int32),
         f_prev=ham.h + v0,
         norm_g=jnp.asarray(jnp.inf, dtype),
+        d_e=jnp.asarray(jnp.inf, dtype),
         v_orth=jnp.eye(n, dtype=dtype),
+        mo_energy=jnp.zeros((n,), dtype),
+        mo_coeff=jnp.eye(n, dtype=dtype),
     )
 
-    def cond(st):
-        return (~st["converged"]) & (st["it"] < cap)
+    def cycle_cond(st):
+        return (~st["converged"] | (st["it"] < min_cycle)) & (st["it"] < cap)
 
-    def body(st):
+    def cycle(st):
         dm = st["dm"]
         f = ham.h + st["v"]
         use_diis = st["it"] >= opts.diis_start_cycle
@@ -309,39 +335,65 @@ def run_scf(
         dm_new = (c * occ) @ c.T
         v_new, e_new = energy_of(dm_new)
         norm_g = _gradient_norm(ham.h + v_new, c, occ)
-        conv = (jnp.abs(e_new - st["e_tot"]) < opts.conv_tol) & (norm_g < opts.tol_grad)
+        d_e = e_new - st["e_tot"]
         return dict(
+            st,
             it=st["it"] + 1,
             dm=dm_new,
             v=v_new,
             e_tot=e_new,
-            converged=conv,
+            converged=met(d_e, norm_g),
             f_hist=f_hist,
             e_hist=e_hist,
             count=count,
             f_prev=f,
             norm_g=norm_g,
+            d_e=d_e,
             v_orth=v_orth,
         )
 
-    st = jax.lax.while_loop(cond, body, state)
-    # PySCF's conv_check: one more diagonalisation of the undamped, unextrapolated Fock
-    fock = ham.h + st["v"]
-    mo_energy, mo_coeff, _ = _diagonalize(fock, x, st["v_orth"], opts.eigensolver)
-    dm = (mo_coeff * occ) @ mo_coeff.T
-    v, e_tot = energy_of(dm)
-    norm_g = _gradient_norm(ham.h + v, mo_coeff, occ)
-    converged = st["converged"] | (
-        (jnp.abs(e_tot - st["e_tot"]) < 10 * opts.conv_tol) & (norm_g < 3 * opts.tol_grad)
-    )
+    def finish(st):
+        """PySCF's conv_check: one diagonalisation of the undamped, unextrapolated Fock
+        matrix, and the convergence test on its result."""
+        mo_energy, mo_coeff, v_orth = _diagonalize(
+            ham.h + st["v"], x, st["v_orth"], opts.eigensolver
+        )
+        dm = (mo_coeff * occ) @ mo_coeff.T
+        v, e_tot = energy_of(dm)
+        norm_g = _gradient_norm(ham.h + v, mo_coeff, occ)
+        d_e = e_tot - st["e_tot"]
+        return dict(
+            st,
+            dm=dm,
+            v=v,
+            e_tot=e_tot,
+            converged=jnp.zeros((), bool),
+            done=met(d_e, norm_g) & jnp.isfinite(e_tot),
+            passes=st["passes"] + 1,
+            norm_g=norm_g,
+            d_e=d_e,
+            v_orth=v_orth,
+            mo_energy=mo_energy,
+            mo_coeff=mo_coeff,
+        )
+
+    def attempt_cond(st):
+        more = ~st["done"] & (st["it"] < cap) if retry else False
+        return (st["passes"] == 0) | more
+
+    def attempt(st):
+        return finish(jax.lax.while_loop(cycle_cond, cycle, st))
+
+    st = jax.lax.while_loop(attempt_cond, attempt, state)
     return dict(
-        e_tot=e_tot,
-        mo_energy=mo_energy,
-        mo_coeff=mo_coeff,
+        e_tot=st["e_tot"],
+        mo_energy=st["mo_energy"],
+        mo_coeff=st["mo_coeff"],
         mo_occ=occ,
-        dm=dm,
-        fock=ham.h + v,
-        converged=converged & jnp.isfinite(e_tot),
+        dm=st["dm"],
+        fock=ham.h + st["v"],
+        converged=st["done"],
         n_iter=st["it"],
-        scf_error=norm_g,
+        scf_error=st["norm_g"],
+        delta_e=st["d_e"],
     )
