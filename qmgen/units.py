@@ -8,8 +8,6 @@ numbers PySCF uses (``pyscf.data.nist``), so conversions round-trip against PySC
 BOHR = 0.52917721092  # Angstrom per Bohr (PySCF's value)
 ANGSTROM_TO_BOHR = 1.0 / BOHR
 HARTREE_TO_EV = 27.21138602  # PySCF nist.HARTREE2EV
-EV_TO_HARTREE = 1.0 / HARTREE_TO_EV
-DEBYE_PER_AU = 2.5417464157449032  # PySCF nist.AU2DEBYE
 
 ENERGY_UNITS = ("hartree", "ev")
 LENGTH_UNITS = ("bohr", "angstrom")

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qmgen.dft.chunking import map_chunks
 from qmgen.molecule import SYMBOLS, Molecule
 
 GRID_LEVELS = tuple(range(10))
@@ -160,15 +161,4 @@ def place_grid(grid: Grid, positions, z):
         mine = jnp.take_along_axis(p, owner[:, None], axis=-1)[:, 0]
         return quad * mine / jnp.where(total > 0, total, 1.0)
 
-    n = coords.shape[0]
-    if n <= POINT_CHUNK:
-        return coords, weights_of((coords, grid.owner, grid.quad))
-    nchunk = -(-n // POINT_CHUNK)
-    pad = nchunk * POINT_CHUNK - n
-
-    def chunks(x):
-        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-        return x.reshape((nchunk, POINT_CHUNK) + x.shape[1:])
-
-    w = jax.lax.map(weights_of, (chunks(coords), chunks(grid.owner), chunks(grid.quad)))
-    return coords, w.reshape(-1)[:n]
+    return coords, map_chunks(weights_of, (coords, grid.owner, grid.quad), POINT_CHUNK)

@@ -23,9 +23,9 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from qmgen.dft.basis import Basis
+from qmgen.dft.chunking import map_chunks
 from qmgen.dft.integrals.boys import boys
 from qmgen.dft.integrals.hermite import (
     coulomb_index,
@@ -157,8 +157,7 @@ def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int):
     nq = ib.size
     nprim = bra_all["p"].shape[1] * ket_all["p"].shape[1]
     width = nprim * max(1, bra_all["E"].shape[-1] * ket_all["E"].shape[-1])
-    chunk = int(max(1, min(nq, _chunk_budget() // (width * _VMAP_WIDTH[-1]))))
-    nchunk = -(-nq // chunk)
+    chunk = _chunk_budget() // (width * _VMAP_WIDTH[-1])
 
     def body(idx):
         b, k = idx
@@ -166,14 +165,7 @@ def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int):
         ket = {key: v[k] for key, v in ket_all.items()}
         return _quartet_kernel(bra, ket, lab, lcd)
 
-    if nchunk == 1:
-        out = body((ib, ik))
-    else:
-        pad = nchunk * chunk - nq
-        ibp = np.concatenate([ib, np.zeros(pad, ib.dtype)]).reshape(nchunk, chunk)
-        ikp = np.concatenate([ik, np.zeros(pad, ik.dtype)]).reshape(nchunk, chunk)
-        out = jax.lax.map(jax.checkpoint(body), (ibp, ikp))
-        out = out.reshape((nchunk * chunk,) + out.shape[2:])[:nq]
+    out = map_chunks(body, (ib, ik), chunk, checkpoint=True)
     shape = (nq, kinds[xa].nsph, kinds[xb].nsph, kinds[xc].nsph, kinds[xd].nsph)
     return out.reshape(shape)
 
