@@ -92,7 +92,7 @@ def coarsen(buckets: dict, min_size: int) -> dict:
     if min_size <= 1:
         return buckets
     out: dict = {}
-    acc_bucket, acc = None, []
+    acc_bucket, acc = None, []  # type: ignore[var-annotated]
     for b in sorted(buckets, key=lambda b: (b.n_ao, b.n_points)):
         members = buckets[b]
         if acc_bucket is None and len(members) >= min_size:

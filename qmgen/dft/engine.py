@@ -18,7 +18,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -46,8 +46,9 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
     cache directory the caller already gave JAX is kept. Called by ``compute``, not at
     import.
     """
-    if path is None and jax.config.jax_compilation_cache_dir:
-        return jax.config.jax_compilation_cache_dir
+    chosen = getattr(jax.config, "jax_compilation_cache_dir", None)
+    if path is None and chosen:
+        return chosen
     path = (
         path
         or os.environ.get("QMGEN_CACHE_DIR")
@@ -411,7 +412,7 @@ def compute(
             done += len(chunk)
             report(done)
     report(None)
-    return results
+    return results  # type: ignore[return-value]  # every slot was filled above
 
 
 def _run_batches(fn, indices, prepared, size: int, cycles: int) -> tuple[dict, dict]:
@@ -439,7 +440,7 @@ def _run_batches(fn, indices, prepared, size: int, cycles: int) -> tuple[dict, d
 def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:
     """Record of one molecule's outputs, trimmed to its own atoms and orbitals."""
     n_atoms, n_ao = mol.n_atoms, layout.n_ao
-    rec = dict(
+    rec: dict[str, Any] = dict(
         energy=float(out["energy"]),
         homo=float(out["homo"]),
         lumo=float(out["lumo"]),

@@ -91,9 +91,10 @@ class Grid:
     quad: (G,) quadrature weights (0 for padding points).
     """
 
-    local: jax.Array
-    owner: jax.Array
-    quad: jax.Array
+    # NumPy on the host (build_grid), JAX arrays once placed on a device or traced
+    local: jax.Array | np.ndarray
+    owner: jax.Array | np.ndarray
+    quad: jax.Array | np.ndarray
 
 
 def build_grid(mol: Molecule, level: int = 0, n_points: int | None = None) -> Grid:

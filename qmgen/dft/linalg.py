@@ -162,7 +162,7 @@ def jacobi_eigh(
 
 
 def eigh(
-    a: Float[Array, "n n"], v0: Float[Array, "n n"] | None = None, method: Method = "auto"
+    a: Float[Array, "n n"], v0: Float[Array, "n n"] | None = None, method: str = "auto"
 ) -> tuple[Float[Array, " n"], Float[Array, "n n"]]:
     """``(w, v)`` of one symmetric matrix by the chosen method.
 

@@ -28,6 +28,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qmgen.dft.basis import Basis
 from qmgen.dft.grid import Grid, place_grid
@@ -69,13 +70,14 @@ class SCFInputs:
     """
 
     basis: Basis
-    positions: jax.Array
-    z: jax.Array
+    # NumPy on the host (batching.prepare), JAX arrays once on a device or traced
+    positions: jax.Array | np.ndarray
+    z: jax.Array | np.ndarray
     grid: Grid
-    ao_mask: jax.Array
-    ao_atom: jax.Array
-    dm0: jax.Array
-    n_occ: jax.Array
+    ao_mask: jax.Array | np.ndarray
+    ao_atom: jax.Array | np.ndarray
+    dm0: jax.Array | np.ndarray
+    n_occ: jax.Array | np.ndarray
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +106,7 @@ class Hamiltonian:
 
     s: jax.Array  # (n, n) overlap, identity on padding AOs
     h: jax.Array  # (n, n) core Hamiltonian, a high level on padding AOs (pad_core)
-    eri_j: jax.Array  # (npair, npair) (ij|kl) over AO pairs i >= j, k >= l
+    eri_j: jax.Array | None  # (npair, npair) (ij|kl) over AO pairs i >= j, k >= l
     eri_k: jax.Array | None  # (n*n, n*n) (ik|jl): K = eri_k @ vec(D), hybrids only
     e_nuc: jax.Array
     dipole: jax.Array  # (3, n, n) <mu|r|nu>, origin 0

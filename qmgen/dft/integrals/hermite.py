@@ -104,7 +104,9 @@ def hermite_e(la: int, lb: int, pa, pb, oo2p) -> list:
                     term = oo2p * prev[t - 1]
                     val = term if val is None else val + term
                 if t + 1 < n:
+                    assert val is not None  # t < n holds whenever t + 1 < n
                     val = val + (t + 1) * prev[t + 1]
+                assert val is not None  # every t in 0..n gets a term
                 cur.append(val)
             e[(i, j)] = cur
     return [[e[(i, j)] for j in range(lb + 1)] for i in range(la + 1)]

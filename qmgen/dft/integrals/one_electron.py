@@ -23,6 +23,7 @@ import math
 from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
+import numpy as np
 
 from qmgen.dft.basis import Basis
 from qmgen.dft.integrals.boys import boys
@@ -147,7 +148,9 @@ def _pair_block_nuc(basis: Basis, positions, charges, x: int, y: int):
 
 
 def one_electron(
-    basis: Basis, positions: Float[Array, "atom 3"], charges: Float[Array, " atom"]
+    basis: Basis,
+    positions: Float[Array | np.ndarray, "atom 3"],
+    charges: Float[Array | np.ndarray, " atom"],
 ) -> dict[str, Float[Array, "..."]]:
     """Overlap, kinetic, nuclear-attraction and dipole matrices (internal AO order).
 
