@@ -147,3 +147,12 @@ def test_reading_imports_neither_jax_nor_pyscf(charged):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_info_prints_the_level_of_theory_once(charged, capsys):
+    """config.json's options repeat the level of theory; info shows it once."""
+    assert cli(["info", str(charged)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("b3lyp5") == 1 and out.count("sto-3g") == 1
+    assert "level of theory xc b3lyp5, basis sto-3g, grid_level 0" in out
+    assert "options " in out and "conformers 1" in out

@@ -99,17 +99,19 @@ def test_info_and_plots(data, capsys):
         f"conformers   55 ({n_conv} converged; not_converged: {55 - n_conv}; ok: {n_conv})" in out
     )
     assert "failures     6 (invalid_input: 3, unsupported_element: 3)" in out
-    assert "xc: b3lyp5" in out and "jax: 0.4.30" in out
-    for name in ("energy_per_atom", "gap", "n_atoms"):
+    assert "xc b3lyp5" in out and "jax: 0.4.30" in out
+    assert out.count("b3lyp5") == 1  # the level of theory is printed once
+    for name in ("energy_per_heavy_atom", "gap", "n_atoms"):
         path = root / f"info_{name}.png"
         assert f"wrote {path}" in out
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     info = dataset_info(root, energy_unit="ev")
     assert info["n_molecules"] == len({r["molecule_index"] for r in rows})
-    per_atom = np.array([r["energy"] / len(r["z"]) for r in rows]) * HARTREE_TO_EV
-    stats = info["stats"]["energy_per_atom"]
-    assert stats["mean"] == pytest.approx(per_atom.mean(), rel=1e-12)
-    assert stats["min"] == pytest.approx(per_atom.min(), rel=1e-12)
+    heavy = np.array([max(int(np.sum(np.asarray(r["z"]) > 1)), 1) for r in rows])
+    per_heavy = np.array([r["energy"] for r in rows]) / heavy * HARTREE_TO_EV
+    stats = info["stats"]["energy_per_heavy_atom"]
+    assert stats["mean"] == pytest.approx(per_heavy.mean(), rel=1e-12)
+    assert stats["min"] == pytest.approx(per_heavy.min(), rel=1e-12)
     assert info["stats"]["n_iter"]["max"] == max(r["n_iter"] for r in rows)
 
 

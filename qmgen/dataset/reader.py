@@ -324,9 +324,10 @@ class Dataset(Sequence):
         finally:
             store.cancel_prefetch()
 
-    def to_torch(self, pad_atoms: int | None = None, dtype=None):
+    def to_torch(self, pad_atoms: int | None = None, dtype=None, energy_dtype=None):
         """A ``torch.utils.data.Dataset`` over these conformers with a ``.collate`` function
-        returning padded tensors and a mask (see :mod:`qmgen.dataset.torch_adapter`)."""
+        returning padded tensors and masks (see :mod:`qmgen.dataset.torch_adapter`): float
+        features in ``dtype`` (float32), energies in ``energy_dtype`` (float64)."""
         try:
             from qmgen.dataset.torch_adapter import TorchConformers
         except ModuleNotFoundError as err:
@@ -336,7 +337,7 @@ class Dataset(Sequence):
                 "Dataset.to_torch() needs PyTorch, an optional dependency: "
                 "pip install 'qmgen[torch]' (or pip install torch)"
             ) from err
-        return TorchConformers(self, pad_atoms=pad_atoms, dtype=dtype)
+        return TorchConformers(self, pad_atoms=pad_atoms, dtype=dtype, energy_dtype=energy_dtype)
 
 
 def _is_sorted(a: np.ndarray) -> bool:
