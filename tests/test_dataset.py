@@ -212,7 +212,7 @@ def test_without_forces(data_no_forces):
 def _corrupt_copy(root, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
-    return copy, copy / "shards" / mf.shard_filename(2)
+    return copy, mf.shard_path(copy, 2)
 
 
 def test_truncated_shard_is_refused(data, tmp_path):

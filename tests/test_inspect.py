@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from test_shards import ATTRS, _flip_byte_in_chunk, write_dataset
+from test_shards import ATTRS, _flip_byte_in_chunk, legacy_index, write_dataset
 
 from qmgen.cli import main
 from qmgen.dataset.info import dataset_info
@@ -47,30 +47,30 @@ def test_verify_ok(data, capsys):
 
 
 def test_verify_reports_bit_flip(copy, capsys):
-    _flip_byte_in_chunk(copy / "shards" / mf.shard_filename(2), "atoms/positions")
+    _flip_byte_in_chunk(mf.shard_path(copy, 2), "atoms/positions")
     assert main(["verify", str(copy)]) == 1
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
-    assert any(line.startswith("CORRUPT shards/shard-000002.h5: sha256") for line in lines)
+    assert any(line.startswith("CORRUPT shards/0000/shard-000002.h5: sha256") for line in lines)
     assert any("/atoms/positions: HDF5 read error" in line for line in lines)
     assert not any("shard-000000" in line or "shard-000001" in line for line in lines)
     assert "FAILED" in captured.err
 
 
 def test_verify_reports_missing_and_unindexed_shards(copy, capsys):
-    (copy / "shards" / mf.shard_filename(1)).unlink()
+    (mf.shard_path(copy, 1)).unlink()
     # a shard that finished (manifest line) after index.json was written, then vanished
     info = write_shard(mf.shard_path(copy, 7), 7, [], [], ATTRS)
     mf.append_manifest(copy, mf.manifest_entry(info, copy))
     mf.shard_path(copy, 7).unlink()
     assert main(["verify", str(copy)]) == 1
     out = capsys.readouterr().out
-    assert "MISSING shards/shard-000001.h5: listed in index.json, file not found" in out
-    assert "MISSING shards/shard-000007.h5: listed in manifest.jsonl, file not found" in out
+    assert "MISSING shards/0000/shard-000001.h5: listed in index.json, file not found" in out
+    assert "MISSING shards/0000/shard-000007.h5: listed in manifest.jsonl, file not found" in out
 
 
 def test_verify_row_count_mismatch_and_notes(copy):
-    index = mf.read_index(copy)
+    index = legacy_index(copy)
     index["shards"][0]["n_rows"] = 31  # the offsets after it no longer add up
     atomic_write_text(copy / mf.INDEX_NAME, json.dumps(index))
     (copy / "shards" / ".shard-000009.h5.tmp-123-abc").write_bytes(b"partial")
@@ -78,8 +78,7 @@ def test_verify_row_count_mismatch_and_notes(copy):
     assert any("row_offset 30, the rows before it add up to 31" in m for _, _, m in problems)
     assert any("temporary file" in note for note in summary["notes"])
     # a consistent index (offsets and totals rewritten) that disagrees with the shard
-    consistent = mf.build_index(index["attrs"], index["shards"])
-    atomic_write_text(copy / mf.INDEX_NAME, json.dumps(consistent))
+    mf.write_index(copy, index["attrs"], index["shards"])
     problems, _ = verify_dataset(copy)
     assert "shard has 30 rows, index.json says 31" in [m for _, _, m in problems]
 

@@ -115,6 +115,23 @@ def write_dataset(root, sizes=(20, 0, 35), forces: bool = True, seed: int = 0):
     return all_rows, all_failures
 
 
+def legacy_index(root) -> dict:
+    """index.json as qmgen wrote it before the compact table (the shard list in JSON, with
+    the same file names), for tests of that reader; the table file is removed."""
+    index = mf.read_index(root)
+    table = index["table"]
+    shards = [table[i] for i in range(len(table))]
+    (Path(root) / index["table_spec"]["file"]).unlink()
+    return dict(
+        schema_version=index["schema_version"],
+        attrs=index["attrs"],
+        n_rows=index["n_rows"],
+        n_failures=index["n_failures"],
+        row_offsets=table.offsets.tolist(),
+        shards=shards,
+    )
+
+
 def assert_row_equal(got: dict, want: dict) -> None:
     for key in ("z", "positions", "charges", "dipole", "mo_energy"):
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
@@ -281,7 +298,7 @@ def test_manifest_append_read_and_torn_line(tmp_path):
     entries = [
         dict(
             shard_id=i,
-            file=f"shards/{mf.shard_filename(i)}",
+            file=f"shards/0000/shard-00000{i}.h5",
             n_rows=i,
             n_failures=0,
             sha256="0" * 64,
@@ -312,19 +329,25 @@ def test_manifest_append_read_and_torn_line(tmp_path):
 def test_index_and_completed_shards(tmp_path):
     rows, _ = write_dataset(tmp_path, sizes=(5, 0, 7))
     index = mf.read_index(tmp_path)
-    assert index["row_offsets"] == [0, 5, 5, 12] and index["n_rows"] == len(rows) == 12
+    table = index["table"]
+    assert table.offsets.tolist() == [0, 5, 5, 12] and index["n_rows"] == len(rows) == 12
     assert index["n_failures"] == 6 and index["attrs"] == json.loads(json.dumps(ATTRS))
-    assert [s["row_offset"] for s in index["shards"]] == [0, 5, 5]
-    assert [s["file"] for s in index["shards"]] == [
-        f"shards/{mf.shard_filename(i)}" for i in range(3)
-    ]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json", "manifest.jsonl", "shards"]
+    assert [s["row_offset"] for s in table] == [0, 5, 5]
+    assert [s["file"] for s in table] == [f"shards/0000/shard-00000{i}.h5" for i in range(3)]
+    manifest = mf.read_manifest(tmp_path)
+    offsets = [0, 5, 5]
+    assert list(table) == [dict(e, row_offset=o) for e, o in zip(manifest, offsets, strict=True)]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[1:] == ["index.json", "manifest.jsonl", "shards"]
+    assert names[0] == index["table_spec"]["file"] and names[0].startswith("index-")
     assert set(mf.completed_shards(tmp_path)) == {0, 1, 2}
     # a rewritten shard (resume after a crash) appends a second line: the last one wins
     info = write_shard(mf.shard_path(tmp_path, 1), 1, make_rows(4), [], ATTRS)
     mf.append_manifest(tmp_path, mf.manifest_entry(info, tmp_path))
-    index = mf.write_index(tmp_path, ATTRS, mf.read_manifest(tmp_path))
-    assert index["row_offsets"] == [0, 5, 9, 16] and len(index["shards"]) == 3
+    header = mf.write_index(tmp_path, ATTRS, mf.read_manifest(tmp_path))
+    assert header["n_rows"] == 16 and header["n_shards"] == 3
+    assert mf.read_index(tmp_path)["table"].offsets.tolist() == [0, 5, 9, 16]
+    assert [p.name for p in tmp_path.glob("index-*.npy")] == [header["table"]["file"]]
     mf.shard_path(tmp_path, 2).unlink()
     with open(mf.shard_path(tmp_path, 0), "r+b") as fh:
         fh.seek(100)

@@ -67,7 +67,7 @@ class Dataset(Sequence):
 
     # ---------------------------------------------------------------- sequence
     def __len__(self) -> int:
-        return self._store.offsets[-1] if self._sel is None else len(self._sel)
+        return int(self._store.offsets[-1]) if self._sel is None else len(self._sel)
 
     def _rows(self, positions: np.ndarray) -> np.ndarray:
         return positions.astype(np.int64) if self._sel is None else self._sel[positions]
@@ -113,7 +113,7 @@ class Dataset(Sequence):
     def __repr__(self) -> str:
         s = self._store
         return (
-            f"Dataset({str(s.root)!r}, {len(self)} conformers, {len(s.files)} shards, "
+            f"Dataset({str(s.root)!r}, {len(self)} conformers, {len(s.table)} shards, "
             f"units {s.energy_unit}/{s.length_unit})"
         )
 
@@ -128,9 +128,10 @@ class Dataset(Sequence):
         return self._store.root
 
     @property
-    def shards(self) -> list[dict]:
-        """index.json shard entries (shard_id, file, n_rows, n_failures, sha256, ...)."""
-        return self._store.shards
+    def shards(self):
+        """The shard table: a sequence of entry dicts (shard_id, file, n_rows, n_failures,
+        sha256, size, row_offset), made on demand (:class:`~qmgen.storage.table.ShardTable`)."""
+        return self._store.table
 
     @property
     def has_forces(self) -> bool:
@@ -151,7 +152,7 @@ class Dataset(Sequence):
     def failures(self) -> list[dict]:
         """Failure records of all shards: molecule_index, input, smiles, status, message."""
         out = []
-        for s in range(len(self._store.files)):
+        for s in range(len(self._store.table)):
             out.extend(read_failures(self._store.handle(s).file))
         return out
 
@@ -159,9 +160,7 @@ class Dataset(Sequence):
         """One per-conformer field for every conformer of this view, in the chosen units."""
         store = self._store
         parts = []
-        for s, n in enumerate(store.n_rows):
-            if not n:
-                continue
+        for s in np.flatnonzero(store.n_rows).tolist():
             cols = store.cached(s)
             if cols is not None and name in cols.conf:
                 parts.append(cols.conf[name])
@@ -214,7 +213,7 @@ class Dataset(Sequence):
         parts = []
         for run in np.split(np.arange(len(g)), cuts):
             s = int(shard_of[run[0]])
-            parts.append(store.gather(s, g[run] - store.offsets[s]))
+            parts.append(store.gather(s, g[run] - int(store.offsets[s])))
         cols = Columns.concat(parts)
         cols.conf["index"] = np.asarray(positions, dtype=np.int64)
         return cols

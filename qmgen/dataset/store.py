@@ -9,7 +9,6 @@ state only, so spawn workers start clean but do not re-hash verified shards.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -52,11 +51,9 @@ class Store:
         self.root = Path(root)
         self.attrs = index.get("attrs", {})
         self.schema_version = int(index["schema_version"])
-        shards = index["shards"]
-        self.shards = shards
-        self.files = [self.root / s["file"] for s in shards]
-        self.n_rows = [int(s["n_rows"]) for s in shards]
-        self.offsets = [0] + np.cumsum(self.n_rows, dtype=np.int64).tolist()
+        self.table = index["table"]  # storage.table.ShardTable (memory-mapped when compact)
+        self.n_rows = self.table.n_rows
+        self.offsets = self.table.offsets
         self.energy_unit, self.length_unit = energy_unit.lower(), length_unit.lower()
         self.ef, self.lf = energy_factor(energy_unit), length_factor(length_unit)
         self.verify = verify
@@ -75,8 +72,8 @@ class Store:
 
     def __getstate__(self):
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        files = {str(p) for p in self.files}
-        state["verified"] = {k: v for k, v in _VERIFIED.items() if k[0] in files}
+        prefix = os.path.join(str(self.root), "")
+        state["verified"] = {k: v for k, v in _VERIFIED.items() if k[0].startswith(prefix)}
         return state
 
     def __setstate__(self, state):
@@ -91,48 +88,53 @@ class Store:
             self._hashing, self._executor = {}, None  # threads do not survive fork
             self._pid = os.getpid()
 
+    def path(self, s: int) -> Path:
+        """The file of shard ``s`` (position in the table)."""
+        return self.root / self.table.file(s)
+
     def cached(self, s: int) -> Columns | None:
         """Shard ``s`` if it is in this process's cache (no I/O)."""
         return self._cache.get(s)
 
     def locate(self, g: int) -> tuple[int, int]:
-        s = bisect.bisect_right(self.offsets, g) - 1
-        return s, g - self.offsets[s]
+        s = int(np.searchsorted(self.offsets, g, side="right")) - 1
+        return s, g - int(self.offsets[s])
 
     # ---------------------------------------------------------------- files
     def _confine(self, s: int) -> None:
         """Refuse shard ``s`` unless its file resolves (symlinks followed) inside the
         dataset directory; checked once per process, before the file is read."""
         if s not in self._confined:
-            where = f"index.json shard {self.shards[s]['shard_id']}"
-            shard_file(self.root, self.shards[s]["file"], where)
+            where = f"index.json shard {int(self.table.shard_id[s])}"
+            shard_file(self.root, self.table.file(s), where)
             self._confined.add(s)
 
     def _check_file(self, s: int) -> None:
         self._confine(s)
-        path, entry = self.files[s], self.shards[s]
+        path = self.path(s)
         try:
             st = os.stat(path)
         except FileNotFoundError:
             raise CorruptShardError(path, "file is missing (listed in index.json)") from None
-        size = entry.get("size")
-        if size is not None and st.st_size != int(size):
+        size = self.table.size(s)
+        if size is not None and st.st_size != size:
             raise CorruptShardError(
                 path, f"size {st.st_size} bytes, index.json says {size} (truncated or replaced)"
             )
         if self.verify == "none":
             return
         key = (str(path), st.st_size, st.st_mtime_ns)
-        if _VERIFIED.get(key) == entry["sha256"]:
+        expected = self.table.sha256(s)
+        if _VERIFIED.get(key) == expected:
             return
         future = self._hashing.pop(s, None)
         hashed_key, digest = future.result() if future is not None else (None, None)
         if hashed_key != key:
             digest = sha256_file(path)
-        if digest != entry["sha256"]:
+        if digest != expected:
             raise CorruptShardError(
                 path,
-                f"sha256 {digest} does not match index.json ({entry['sha256']}): "
+                f"sha256 {digest} does not match index.json ({expected}): "
                 "the file is corrupt or was modified",
             )
         _VERIFIED[key] = digest
@@ -150,14 +152,15 @@ class Store:
                 continue
             try:
                 self._confine(s)
-                st = os.stat(self.files[s])
+                path = self.path(s)
+                st = os.stat(path)
             except (OSError, ValueError):
                 continue  # reported when the shard is opened
-            if _VERIFIED.get((str(self.files[s]), st.st_size, st.st_mtime_ns)) is not None:
+            if _VERIFIED.get((str(path), st.st_size, st.st_mtime_ns)) is not None:
                 continue
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(1, thread_name_prefix="qmgen-sha256")
-            self._hashing[s] = self._executor.submit(_stat_and_hash, self.files[s])
+            self._hashing[s] = self._executor.submit(_stat_and_hash, path)
 
     def cancel_prefetch(self) -> None:
         for future in self._hashing.values():
@@ -165,7 +168,8 @@ class Store:
         self._hashing = {}
 
     def total_bytes(self, shard_ids) -> int:
-        return sum(int(self.shards[s].get("size") or 0) for s in shard_ids)
+        ids = np.asarray(list(shard_ids), dtype=np.int64)
+        return int(np.maximum(self.table.data["size"][ids], 0).sum()) if ids.size else 0
 
     def handle(self, s: int):
         self.check_pid()
@@ -174,7 +178,7 @@ class Store:
             self._handles.move_to_end(s)
             return h
         self._check_file(s)
-        h = ShardReader(self.files[s])
+        h = ShardReader(self.path(s))
         n = h.n_rows
         problem = None
         if n != self.n_rows[s]:
@@ -186,7 +190,7 @@ class Store:
             )
         if problem:
             h.close()
-            raise CorruptShardError(self.files[s], problem)
+            raise CorruptShardError(self.path(s), problem)
         self._handles[s] = h
         if len(self._handles) > MAX_OPEN_FILES:
             self._handles.popitem(last=False)[1].close()
@@ -201,10 +205,8 @@ class Store:
         return m
 
     def has_forces(self) -> bool:
-        for s, n in enumerate(self.n_rows):
-            if n:
-                return "forces" in self.handle(s).columns
-        return False
+        nonempty = np.flatnonzero(self.n_rows)
+        return bool(nonempty.size) and "forces" in self.handle(int(nonempty[0])).columns
 
     # ---------------------------------------------------------------- decoding
     def _decode(self, s: int, raw: dict) -> Columns:
@@ -234,7 +236,7 @@ class Store:
             self._cache.move_to_end(s)
             return cols
         reader = self.handle(s)
-        if os.path.getsize(self.files[s]) > self.cache_bytes:
+        if os.path.getsize(self.path(s)) > self.cache_bytes:
             return None
         cols = self._decode(s, reader.read_block()).freeze()
         self._cache[s] = cols

@@ -43,34 +43,49 @@ def verify_dataset(root) -> tuple[list[tuple[str, str, str]], dict]:
     except mf.DatasetIndexError as err:
         problems.append(("INDEX", mf.INDEX_NAME, str(err)))
         index = mf.build_index({}, list(manifest.values()))
+    problems += _verify_table(root, index)
     problems += _verify_run_files(root, index)
-    shards = index["shards"]
-    ids = [int(s["shard_id"]) for s in shards]
+    table = index["table"]
+    ids = set(table.shard_id.tolist())
     inodes: dict = {}
-    for shard in shards:
-        problems += _verify_shard(root, shard, manifest.get(int(shard["shard_id"])), inodes)
-    for sid in sorted(set(manifest) - set(ids)):
+    known: set = set()
+    for s in range(len(table)):
+        shard = table[s]
+        known.add((root / shard["file"]).resolve())
+        problems += _verify_shard(root, shard, manifest.get(shard["shard_id"]), inodes)
+    for sid in sorted(set(manifest) - ids):
         entry = manifest[sid]
         if not (root / entry["file"]).is_file():
             problems.append(("MISSING", entry["file"], "listed in manifest.jsonl, file not found"))
         else:
             problems.append(("INDEX", entry["file"], "in manifest.jsonl but not in index.json"))
-    known = {(root / s["file"]).resolve() for s in shards} | {
-        (root / e["file"]).resolve() for e in manifest.values()
-    }
+    known |= {(root / e["file"]).resolve() for e in manifest.values()}
     shard_dir = root / mf.SHARDS_DIR
-    for path in sorted(shard_dir.glob("*.h5")) if shard_dir.is_dir() else []:
-        if path.resolve() not in known:
+    files = sorted(shard_dir.rglob("*.h5")) if shard_dir.is_dir() else []
+    for path in files:
+        if path.resolve() not in known and ".staging" not in path.parts:
             notes.append(f"{path.relative_to(root)}: shard file not in index or manifest")
-    for path in sorted(shard_dir.glob(".*.tmp-*")) if shard_dir.is_dir() else []:
+    for path in sorted(shard_dir.rglob(".*.tmp-*")) if shard_dir.is_dir() else []:
         notes.append(f"{path.relative_to(root)}: temporary file of an interrupted write")
     summary = dict(
-        n_shards=len(shards),
-        n_rows=sum(int(s["n_rows"]) for s in shards),
-        n_failures=sum(int(s["n_failures"]) for s in shards),
+        n_shards=len(table),
+        n_rows=int(table.offsets[-1]),
+        n_failures=int(table.n_failures.sum()),
         notes=notes,
     )
     return problems, summary
+
+
+def _verify_table(root: Path, index: dict) -> list[tuple[str, str, str]]:
+    """The SHA-256 of a compact index's shard table against index.json (opening a dataset
+    checks the table's size and values, not its hash)."""
+    spec = index.get("table_spec")
+    if spec is None:
+        return []
+    path = root / spec["file"]
+    if sha256_file(path) != spec.get("sha256"):
+        return [("CORRUPT", spec["file"], "shard table's sha256 differs from index.json's")]
+    return []
 
 
 def _verify_run_files(root: Path, index: dict) -> list[tuple[str, str, str]]:
@@ -98,7 +113,7 @@ def _verify_run_files(root: Path, index: dict) -> list[tuple[str, str, str]]:
             out.append(("INDEX", PLAN_NAME, "options_hash differs from config.json's"))
     if plan is not None and (root / mf.INDEX_NAME).exists():
         planned = [s["shard_id"] for s in plan["shards"]]
-        if sorted(int(s["shard_id"]) for s in index["shards"]) != planned:
+        if index["table"].shard_id.tolist() != planned:
             out.append(("INDEX", mf.INDEX_NAME, "its shard ids are not those of plan.json"))
     return out
 

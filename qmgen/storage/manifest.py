@@ -1,24 +1,35 @@
-"""Dataset directory bookkeeping: ``index.json`` and the append-only ``manifest.jsonl``.
+"""Dataset directory bookkeeping: ``index.json``, its shard table and ``manifest.jsonl``.
 
 A dataset directory::
 
-    DIR/index.json          schema version, level-of-theory attrs, shard list (written
-                            atomically; the reader's entry point)
-    DIR/manifest.jsonl      one JSON line per finished shard, appended and fsync'd as each
-                            shard completes (the crash-safe progress record)
-    DIR/shards/shard-000123.h5
+    DIR/index.json            schema version, level-of-theory attrs, totals and the name,
+                              size and SHA-256 of the shard table (written atomically, last;
+                              the reader's entry point)
+    DIR/index-<sha16>.npy     the shard table (``storage.table``): 64 bytes per shard,
+                              memory-mapped by readers
+    DIR/manifest.jsonl        one JSON line per finished shard, appended and fsync'd as each
+                              shard completes (the crash-safe progress record)
+    DIR/shards/0000/shard-000123.h5   (``table.shard_relpath``: 1000 files per directory)
 
 A shard is done only when its manifest line exists and the file's SHA-256 matches the
 line. A manifest entry is ``dict(shard_id, file, n_rows, n_failures, sha256, size)``
 (``file`` relative to DIR, POSIX separators); extra keys are kept. A crash while appending
 can leave a torn last line: readers skip it and the next append cuts it off first.
 
-index.json::
+index.json (``index_format`` 2)::
 
-    {"schema_version": 2, "attrs": {...}, "n_rows": N, "n_failures": F,
-     "row_offsets": [0, n0, n0+n1, ..., N],
-     "shards": [{"shard_id", "file", "n_rows", "n_failures", "sha256", "size",
-                 "row_offset"}, ...]}          (shards sorted by shard_id)
+    {"schema_version": 2, "index_format": 2, "attrs": {...}, "n_rows": N,
+     "n_failures": F, "n_shards": S, "shard_layout": "nested-1000",
+     "table": {"file": "index-<sha16>.npy", "size": bytes, "sha256": hex}}
+
+Older qmgen wrote the shard list into index.json itself (no ``index_format``)::
+
+    {"schema_version": 1|2, "attrs": {...}, "n_rows": N, "n_failures": F,
+     "row_offsets": [0, n0, ..., N], "shards": [{"shard_id", "file", "n_rows",
+     "n_failures", "sha256", "size", "row_offset"}, ...]}   (flat shards/shard-NNNNNN.h5)
+
+Such datasets still read: :func:`read_index` returns both forms as the same document,
+with ``table`` a :class:`~qmgen.storage.table.ShardTable`.
 """
 
 from __future__ import annotations
@@ -32,14 +43,24 @@ from pathlib import Path, PurePosixPath
 from qmgen.errors import QmgenWarning, UserError, excerpt
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
 from qmgen.storage.schema import READABLE_VERSIONS, SCHEMA_VERSION, json_default
+from qmgen.storage.table import (
+    MAX_COUNT,
+    MAX_SHARD_ID,
+    SHARDS_DIR,
+    ShardTable,
+    TableError,
+    shard_relpath,
+    table_of,
+    write_table,
+)
 
 INDEX_NAME = "index.json"
 MANIFEST_NAME = "manifest.jsonl"
-SHARDS_DIR = "shards"
+INDEX_FORMAT = 2  # index.json with a binary shard table; absent: the JSON shard list
+SHARD_LAYOUT = "nested-1000"  # shards/GGGG/shard-NNNNNN.h5, see storage.table
 ENTRY_KEYS = ("shard_id", "file", "n_rows", "n_failures", "sha256")
-MAX_SHARD_ID = 2**31 - 1
-MAX_COUNT = 2**40  # rows or failures of one shard, bytes of a shard file: far above any real one
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_TABLE_NAME = re.compile(r"index-[0-9a-f]{16}\.npy")
 
 
 class DatasetIndexError(UserError):
@@ -145,13 +166,10 @@ def parse_json(text: str, where: str):
         raise DatasetIndexError(f"{where}: unreadable JSON value ({err})") from None
 
 
-def shard_filename(shard_id: int) -> str:
-    return f"shard-{int(shard_id):06d}.h5"
-
-
 def shard_path(root, shard_id: int) -> Path:
-    """Where shard ``shard_id`` of the dataset at ``root`` lives."""
-    return Path(root) / SHARDS_DIR / shard_filename(shard_id)
+    """Where shard ``shard_id`` of the dataset at ``root`` lives (nested directories of
+    1000 files, :func:`~qmgen.storage.table.shard_relpath`)."""
+    return Path(root) / shard_relpath(shard_id)
 
 
 def manifest_entry(info: dict, root) -> dict:
@@ -198,29 +216,40 @@ def append_manifest(root, entry: dict) -> None:
 
 
 def read_manifest(root) -> list[dict]:
-    """All manifest entries in append order ([] when there is no manifest).
+    """All manifest entries in append order ([] when there is no manifest); see
+    :func:`iter_manifest`."""
+    return list(iter_manifest(root))
+
+
+def iter_manifest(root):
+    """Manifest entries in append order, read line by line (nothing when there is no
+    manifest), so a million-line manifest streams in constant memory.
 
     A torn last line (one without its newline, left by a crash mid-append) is skipped with
     a warning; an invalid complete line (bad JSON, a value out of range, a shard file
     outside ``shards/``) raises :class:`DatasetIndexError` naming the line.
     """
     path = Path(root) / MANIFEST_NAME
-    if not path.exists():
-        return []
-    *lines, torn = path.read_bytes().split(b"\n")
-    if torn.strip():  # a line counts only once its newline is written (then fsync'd)
-        warnings.warn(f"{path}: ignoring torn last line {torn[:80]!r}", QmgenWarning, stacklevel=2)
-    entries = []
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise DatasetIndexError(f"{where}: not UTF-8 text") from None
-        entries.append(check_entry(parse_json(text, where), root, where))
-    return entries
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with fh:
+        for number, raw in enumerate(fh, start=1):
+            if not raw.endswith(b"\n"):  # a line counts only once its newline is written
+                if raw.strip():
+                    warnings.warn(
+                        f"{path}: ignoring torn last line {raw[:80]!r}", QmgenWarning, stacklevel=2
+                    )
+                break
+            if not raw.strip():
+                continue
+            where = f"{path}, line {number}"
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DatasetIndexError(f"{where}: not UTF-8 text") from None
+            yield check_entry(parse_json(text, where), root, where)
 
 
 def latest_entries(entries) -> list[dict]:
@@ -247,49 +276,73 @@ def completed_shards(root) -> dict[int, dict]:
 
 
 def build_index(attrs: dict, entries) -> dict:
-    """The index.json document for ``entries`` (deduplicated by shard_id, sorted)."""
-    shards, offset, failures = [], 0, 0
-    for entry in latest_entries(entries):
-        shard = dict(entry)
-        shard["row_offset"] = offset
-        offset += int(entry["n_rows"])
-        failures += int(entry["n_failures"])
-        shards.append(shard)
-    row_offsets = [s["row_offset"] for s in shards] + [offset]
+    """An in-memory index document (as :func:`read_index` returns) of manifest entries
+    (deduplicated by shard_id, last wins; sorted), keeping their file names: a dataset
+    whose run has not written index.json yet."""
+    shards = latest_entries(entries)
+    table = ShardTable.from_entries(shards)
     return dict(
         schema_version=SCHEMA_VERSION,
         attrs=dict(attrs),
-        n_rows=offset,
-        n_failures=failures,
-        row_offsets=row_offsets,
-        shards=shards,
+        n_rows=int(table.offsets[-1]),
+        n_failures=int(table.n_failures.sum()),
+        n_shards=len(table),
+        table=table,
     )
 
 
+def _derived_names(entries):
+    """Entries whose ``file`` is where the nested layout puts their shard id (the compact
+    table stores no names); anything else is a writer bug and raises ``ValueError``."""
+    for e in entries:
+        if e.get("file", shard_relpath(e["shard_id"])) != shard_relpath(e["shard_id"]):
+            raise ValueError(
+                f"shard {e['shard_id']}: file {e['file']!r} is not its place in the layout "
+                f"({shard_relpath(e['shard_id'])})"
+            )
+        yield e
+
+
 def write_index(root, attrs: dict, entries) -> dict:
-    """Atomically write ``root/index.json`` for ``entries``; return the document."""
-    index = build_index(attrs, entries)
-    text = json.dumps(index, indent=1, default=json_default, sort_keys=True)
-    atomic_write_text(Path(root) / INDEX_NAME, text + "\n")
-    return index
+    """Write the shard table of ``entries`` (any iterable of manifest entries, streamed;
+    deduplicated by shard_id, last wins) and then, atomically, ``root/index.json`` naming
+    it; older tables of ``root`` are removed afterwards. Returns the header document."""
+    root = Path(root)
+    data = table_of(_derived_names(entries))
+    name, size, digest = write_table(root, data)
+    header = dict(
+        schema_version=SCHEMA_VERSION,
+        index_format=INDEX_FORMAT,
+        attrs=dict(attrs),
+        n_rows=int(data["n_rows"].sum()),
+        n_failures=int(data["n_failures"].sum()),
+        n_shards=len(data),
+        shard_layout=SHARD_LAYOUT,
+        table=dict(file=name, size=size, sha256=digest),
+    )
+    text = json.dumps(header, indent=1, default=json_default, sort_keys=True)
+    atomic_write_text(root / INDEX_NAME, text + "\n")
+    for old in root.glob("index-*.npy"):
+        if old.name != name and _TABLE_NAME.fullmatch(old.name):
+            old.unlink(missing_ok=True)
+    return header
 
 
 def read_index(root) -> dict:
-    """Parsed and validated index.json; raises FileNotFoundError or
-    :class:`DatasetIndexError` (malformed JSON, wrong schema, values out of range or
-    inconsistent, duplicate shards, shard files outside ``shards/``)."""
+    """Parsed and validated index.json with its shard table: a dict of schema_version,
+    attrs, n_rows, n_failures, n_shards and ``table`` (a
+    :class:`~qmgen.storage.table.ShardTable`, memory-mapped for a compact index; then
+    ``table_spec`` is index.json's own ``table`` entry: file, size, sha256).
+
+    Raises FileNotFoundError or :class:`DatasetIndexError` (malformed JSON, wrong schema,
+    values out of range or inconsistent, duplicate shards, shard files outside
+    ``shards/``, a table file missing, truncated or of another dtype)."""
     path = Path(root) / INDEX_NAME
     index = load_json(path)
     return check_index(index, root, str(path))
 
 
-def check_index(index, root, where: str) -> dict:
-    """Validate an index.json document (see :func:`read_index`); returns it."""
-    if not isinstance(index, dict):
-        raise DatasetIndexError(f"{where}: not a JSON object")
-    for key in ("schema_version", "attrs", "shards"):
-        if key not in index:
-            raise DatasetIndexError(f"{where}: missing key {key!r}")
+def _check_version(index: dict, where: str) -> None:
     version = index["schema_version"]
     if type(version) is not int or version not in READABLE_VERSIONS:
         newer = type(version) is int and version > SCHEMA_VERSION
@@ -298,6 +351,71 @@ def check_index(index, root, where: str) -> dict:
             f"{' (a newer qmgen wrote it; upgrade qmgen)' if newer else ''}, this qmgen reads "
             f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
+
+
+def check_index(index, root, where: str) -> dict:
+    """Validate an index.json document (see :func:`read_index`); returns the document
+    with its ``table``."""
+    if not isinstance(index, dict):
+        raise DatasetIndexError(f"{where}: not a JSON object")
+    if "index_format" not in index:
+        return _check_json_index(index, root, where)
+    fmt = index["index_format"]
+    if fmt != INDEX_FORMAT:
+        raise DatasetIndexError(
+            f"{where}: index_format {excerpt(fmt)}, this qmgen reads {INDEX_FORMAT} "
+            "(and the older JSON shard list); upgrade qmgen"
+        )
+    for key in ("schema_version", "attrs", "table", "n_rows", "n_failures", "n_shards"):
+        if key not in index:
+            raise DatasetIndexError(f"{where}: missing key {key!r}")
+    _check_version(index, where)
+    if not isinstance(index["attrs"], dict) or not isinstance(index["table"], dict):
+        raise DatasetIndexError(f"{where}: attrs and table must be objects")
+    if index.get("shard_layout") != SHARD_LAYOUT:
+        raise DatasetIndexError(
+            f"{where}: shard_layout {excerpt(index.get('shard_layout'))}, this qmgen knows "
+            f"{SHARD_LAYOUT!r}"
+        )
+    spec = index["table"]
+    name = spec.get("file")
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
+        raise DatasetIndexError(f"{where}: table file {excerpt(name)} is not index-<hex16>.npy")
+    size = _count(spec, "size", f"{where}: table") if "size" in spec else None
+    table_path = Path(root) / name
+    try:
+        actual = os.stat(table_path).st_size
+    except FileNotFoundError:
+        raise DatasetIndexError(f"{where}: its shard table {name} is missing") from None
+    if size is not None and actual != size:
+        raise DatasetIndexError(
+            f"{where}: shard table {name} has {actual} bytes, index.json says {size} "
+            "(truncated or replaced)"
+        )
+    try:
+        table = ShardTable.load(table_path)
+        table.check()
+    except TableError as err:
+        raise DatasetIndexError(f"{table_path}: {err}") from None
+    totals = dict(
+        n_shards=len(table),
+        n_rows=int(table.offsets[-1]),
+        n_failures=int(table.n_failures.sum()),
+    )
+    for key, value in totals.items():
+        if index[key] != value:
+            raise DatasetIndexError(
+                f"{where}: {key} {excerpt(index[key])}, the shard table adds up to {value}"
+            )
+    return dict(index, table=table, table_spec=spec)
+
+
+def _check_json_index(index: dict, root, where: str) -> dict:
+    """The JSON shard list of an index.json written by an older qmgen."""
+    for key in ("schema_version", "attrs", "shards"):
+        if key not in index:
+            raise DatasetIndexError(f"{where}: missing key {key!r}")
+    _check_version(index, where)
     if not isinstance(index["attrs"], dict) or not isinstance(index["shards"], list):
         raise DatasetIndexError(f"{where}: attrs must be an object and shards a list")
     ids, files, offset, failures = set(), set(), 0, 0
@@ -326,4 +444,7 @@ def check_index(index, root, where: str) -> dict:
             offsets.append(offsets[-1] + shard["n_rows"])
         if index["row_offsets"] != offsets:
             raise DatasetIndexError(f"{where}: row_offsets disagree with the shards' n_rows")
-    return index
+    table = ShardTable.from_entries(index["shards"])
+    doc = {k: v for k, v in index.items() if k not in ("shards", "row_offsets")}
+    doc.update(n_rows=offset, n_failures=failures, n_shards=len(table), table=table)
+    return doc

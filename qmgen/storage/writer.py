@@ -237,7 +237,7 @@ def write_shard(path, shard_id: int, rows, failures, attrs, compression=None) ->
 
 def remove_stale_tmp(directory) -> list[Path]:
     """Delete temporary files left by writers that died mid-write; return their paths."""
-    stale = sorted(Path(directory).glob(".*.h5.tmp-*"))
+    stale = sorted(Path(directory).rglob(".*.h5.tmp-*"))
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
