@@ -96,9 +96,10 @@ def dataset_attrs(plan: Plan, input_path) -> dict:
 def _dataset_files(root: Path) -> list[Path]:
     names = (mf.INDEX_NAME, mf.MANIFEST_NAME, CONFIG_NAME, PLAN_NAME)
     files = [root / n for n in names if (root / n).exists()]
+    files += sorted(root.glob("index-*.npy"))  # shard tables of index.json
     shards = root / mf.SHARDS_DIR
     if shards.is_dir():
-        files += sorted(shards.glob("shard-*.h5")) + sorted(shards.glob(".*.h5.tmp-*"))
+        files += sorted(shards.rglob("shard-*.h5")) + sorted(shards.rglob(".*.h5.tmp-*"))
     return files
 
 
@@ -111,6 +112,10 @@ def clear_dataset(root: Path) -> None:
     for path in _dataset_files(root):
         path.unlink()
     shutil.rmtree(root / mf.SHARDS_DIR / ".staging", ignore_errors=True)
+    shards = root / mf.SHARDS_DIR
+    for group in sorted(shards.iterdir()) if shards.is_dir() else []:
+        if group.is_dir() and not group.is_symlink() and not any(group.iterdir()):
+            group.rmdir()  # an emptied directory of the nested layout
 
 
 def make_directory(root: Path) -> None:
@@ -175,6 +180,13 @@ def prepare_directory(root: Path, config: dict, new: bool) -> bool:
             f"qmgen writes version {SCHEMA_VERSION} and cannot add shards to it: finish it "
             "with that qmgen, choose another --out, or pass --new to start over"
         )
+    layout = old.get("shard_layout", "flat")  # recorded from the nested layout on
+    if layout != mf.SHARD_LAYOUT:
+        raise DatasetExistsError(
+            f"{root} was begun by a qmgen that put shards in a {layout!r} layout; this qmgen "
+            f"uses {mf.SHARD_LAYOUT!r} and cannot add shards to it: finish it with that "
+            "qmgen, choose another --out, or pass --new to start over"
+        )
     return True
 
 
@@ -203,6 +215,9 @@ def commit(root: Path, info: dict) -> dict:
             raise CommitError(f"staged shard {staged} is missing") from err
         if digest != info["sha256"]:
             raise CommitError(f"staged shard {staged} does not match its SHA-256")
+        if not final.parent.is_dir():  # a new directory of the nested layout
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fsync(final.parent.parent, directory=True)
         os.replace(staged, final)
         fsync(final.parent, directory=True)
     entry = mf.manifest_entry(dict(info, path=str(final)), root)
@@ -299,6 +314,7 @@ def generate(
         options_hash=opts.digest(input_sha),
         input=dict(path=str(input_path.resolve()), sha256=input_sha),
         schema_version=SCHEMA_VERSION,
+        shard_layout=mf.SHARD_LAYOUT,
     )
     with environment_errors():
         make_directory(root)
