@@ -8,11 +8,13 @@ import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from test_shards import legacy_index
 
 import qmgen
 from qmgen.cli import main as cli
@@ -66,9 +68,11 @@ def _as_version_1(src, dst):
     """A copy of ``src`` as an older qmgen wrote it: no charge or multiplicity columns,
     schema version 1 in every shard and the index (checksums and sizes updated)."""
     shutil.copytree(src, dst)
-    index = json.loads((dst / mf.INDEX_NAME).read_text())
+    index = legacy_index(dst)  # JSON shard list and flat shards/, as that qmgen wrote
     for entry in index["shards"]:
-        path = dst / entry["file"]
+        path = dst / "shards" / Path(entry["file"]).name
+        (dst / entry["file"]).rename(path)
+        entry["file"] = path.relative_to(dst).as_posix()
         with h5py.File(path, "r+") as f:
             del f["conformers/charge"], f["conformers/multiplicity"]
             f.attrs["schema_version"] = 1
@@ -122,6 +126,9 @@ def test_newer_schema_is_refused_by_name(charged, tmp_path):
     (new / mf.INDEX_NAME).write_text(json.dumps(index))
     with pytest.raises(mf.DatasetIndexError, match="schema_version 3 .*newer qmgen"):
         qmgen.open_dataset(new)
+    index["schema_version"] = 2
+    (new / mf.INDEX_NAME).write_text(json.dumps(index))
+    index = legacy_index(new)
     entry = index["shards"][0]
     with h5py.File(new / entry["file"], "r+") as f:
         f.attrs["schema_version"] = 3

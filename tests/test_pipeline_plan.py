@@ -93,7 +93,7 @@ def test_changed_options_are_refused(tmp_path, smi):
     root.mkdir()
     opts, sha = GenerateOptions(), "ab" * 32
     config = dict(options=opts.to_dict(), options_hash=opts.digest(sha), input={"sha256": sha})
-    config["schema_version"] = SCHEMA_VERSION  # as generate writes it
+    config.update(schema_version=SCHEMA_VERSION, shard_layout="nested-1000")  # as generate
     assert prepare_directory(root, config, new=False) is False
     (root / "config.json").write_text(json.dumps(config))
     assert prepare_directory(root, config, new=False) is True  # same options: resume
