@@ -16,6 +16,7 @@ import traceback
 # module paths that define subcommands, in the order ``qmgen --help`` lists them
 COMMAND_MODULES = (
     "qmgen.pipeline.cli",  # generate, validate
+    "qmgen.pipeline.merge",  # merge
     "qmgen.chem.cli",  # sample
     "qmgen.dataset.cli",  # info, verify, export
 )

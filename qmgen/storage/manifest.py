@@ -201,18 +201,30 @@ def append_manifest(root, entry: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     created = not path.exists()
     with open(path, "ab+") as fh:
-        size = fh.seek(0, os.SEEK_END)
-        if size:
-            fh.seek(size - 1)
-            if fh.read(1) != b"\n":  # torn line from a crash: cut it off
-                fh.seek(0)
-                fh.truncate(fh.read().rfind(b"\n") + 1)
-        fh.seek(0, os.SEEK_END)
+        cut_torn_tail(fh)
         fh.write(line.encode())
         fh.flush()
         os.fsync(fh.fileno())
     if created:
         fsync(path.parent, directory=True)
+
+
+def cut_torn_tail(fh) -> None:
+    """Cut a torn last line (no newline: a crash mid-append) off a manifest opened with
+    ``"ab+"``, leaving the position at the end for the next line."""
+    size = fh.seek(0, os.SEEK_END)
+    if size:
+        fh.seek(size - 1)
+        if fh.read(1) != b"\n":
+            block = min(size, 1 << 16)
+            while True:  # find the last newline reading backwards, a block at a time
+                fh.seek(size - block)
+                end = fh.read(block).rfind(b"\n")
+                if end >= 0 or block == size:
+                    break
+                block = min(size, 2 * block)
+            fh.truncate(size - block + end + 1 if end >= 0 else 0)
+    fh.seek(0, os.SEEK_END)
 
 
 def read_manifest(root) -> list[dict]:
