@@ -97,7 +97,7 @@ class Store:
         return self._cache.get(s)
 
     def locate(self, g: int) -> tuple[int, int]:
-        s = int(np.searchsorted(self.offsets, g, side="right")) - 1
+        s = int(self.offsets.searchsorted(g, side="right")) - 1
         return s, g - int(self.offsets[s])
 
     # ---------------------------------------------------------------- files

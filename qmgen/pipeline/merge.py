@@ -44,6 +44,7 @@ from qmgen.storage import manifest as mf
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
 from qmgen.storage.runfiles import read_json
 from qmgen.storage.schema import SCHEMA_VERSION
+from qmgen.storage.table import shard_relpath
 
 MERGE_NAME = "merge.json"
 MODES = ("link", "copy", "move")
@@ -261,9 +262,18 @@ def merge(out_dir, sources, *, mode: str = "link", progress: bool = False) -> di
                         split=_setting(attrs, "split"),
                     )
                 )
-                for s in range(len(table)):
-                    done = _merge_shard(out, root, table, s, new_id, kept.get(new_id), mode)
-                    dirs.add(mf.shard_path(out, new_id).parent)
+                rows = zip(
+                    table.shard_id.tolist(),
+                    table.n_rows.tolist(),
+                    table.n_failures.tolist(),
+                    table.data["size"].tolist(),
+                    (bytes(d).hex() for d in table.data["sha256"]),
+                    strict=True,
+                )
+                for s, row in enumerate(rows):
+                    src = table.file(s)
+                    done = _merge_shard(out, root, src, row, new_id, kept.get(new_id), mode)
+                    dirs.add(os.path.dirname(os.path.join(out, shard_relpath(new_id))))
                     if done is None:
                         counts["kept"] += 1
                     else:
@@ -293,34 +303,36 @@ def merge(out_dir, sources, *, mode: str = "link", progress: bool = False) -> di
     )
 
 
-def _merge_shard(out: Path, root: Path, table, s: int, new_id: int, kept, mode: str):
-    """Place shard ``s`` of a source as shard ``new_id`` of OUT; None when an earlier run
-    of this merge already did (its manifest line and file size match), else (how, entry)."""
-    dst = mf.shard_path(out, new_id)
-    size, sha = table.size(s), table.sha256(s)
-    if kept is not None and kept["sha256"] == sha and dst.is_file():
-        if size is None or dst.stat().st_size == size:
+def _merge_shard(out: Path, root: Path, name: str, row: tuple, new_id: int, kept, mode: str):
+    """Place the source shard ``name`` (its table ``row``: shard_id, n_rows, n_failures,
+    size, sha256) as shard ``new_id`` of OUT; None when an earlier run of this merge did
+    (its manifest line and file size match), else (how, entry)."""
+    sid, n_rows, n_failures, size, sha = row
+    rel = shard_relpath(new_id)
+    dst = os.path.join(out, rel)
+    if kept is not None and kept["sha256"] == sha and os.path.isfile(dst):
+        if size < 0 or os.stat(dst).st_size == size:
             return None
-    where = f"{root}: shard {int(table.shard_id[s])}"
-    src = mf.shard_file(root, table.file(s), where)
+    where = f"{root}: shard {sid}"
+    src = mf.shard_file(root, name, where)
     if not src.is_file():
         raise MergeError(f"{where}: file {src} is missing; the source is incomplete")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    how = _place(src, dst, mode)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    how = _place(src, Path(dst), mode)
     digest = sha256_file(dst)
     if digest != sha:
-        dst.unlink()
+        os.unlink(dst)
         raise MergeError(
             f"{where}: file {src} has sha256 {digest}, its index says {sha} (corrupt or "
             "modified); run qmgen verify on the source"
         )
     entry = dict(
         shard_id=new_id,
-        file=mf.shard_path(out, new_id).relative_to(out).as_posix(),
-        n_rows=int(table.n_rows[s]),
-        n_failures=int(table.n_failures[s]),
+        file=rel,
+        n_rows=n_rows,
+        n_failures=n_failures,
         sha256=sha,
-        size=dst.stat().st_size,
+        size=os.stat(dst).st_size,
     )
     return how, entry
 
@@ -328,8 +340,8 @@ def _merge_shard(out: Path, root: Path, table, s: int, new_id: int, kept, mode: 
 def _sync(manifest, dirs: set) -> None:
     """fsync the shard directories written since the last call (and ``shards/``), then
     the manifest lines naming their files."""
-    for d in sorted(dirs | {p.parent for p in dirs}):
-        if d.is_dir():
+    for d in sorted(dirs | {os.path.dirname(p) for p in dirs}):
+        if os.path.isdir(d):
             fsync(d, directory=True)
     dirs.clear()
     manifest.flush()

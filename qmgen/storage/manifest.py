@@ -61,6 +61,7 @@ SHARD_LAYOUT = "nested-1000"  # shards/GGGG/shard-NNNNNN.h5, see storage.table
 ENTRY_KEYS = ("shard_id", "file", "n_rows", "n_failures", "sha256")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _TABLE_NAME = re.compile(r"index-[0-9a-f]{16}\.npy")
+_LAYOUT_NAME = re.compile(r"shards/(?:[0-9]{4,}/)?shard-[0-9]{6,}\.h5")
 
 
 class DatasetIndexError(UserError):
@@ -89,7 +90,9 @@ def shard_file(root, name, where: str = "", resolve: bool = True) -> Path:
     """
     where = where or "shard entry"
     bad = None
-    if not isinstance(name, str) or not name:
+    if isinstance(name, str) and _LAYOUT_NAME.fullmatch(name):
+        pass  # a name qmgen writes (nested or flat): plain and relative, no parsing needed
+    elif not isinstance(name, str) or not name:
         bad = "is not a file name"
     elif "\\" in name or "\0" in name or ":" in name:
         bad = "contains a backslash, colon or NUL"
