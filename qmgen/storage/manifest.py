@@ -5,7 +5,7 @@ A dataset directory::
     DIR/index.json            schema version, level-of-theory attrs, totals and the name,
                               size and SHA-256 of the shard table (written atomically, last;
                               the reader's entry point)
-    DIR/index-<sha16>.npy     the shard table (``storage.table``): 64 bytes per shard,
+    DIR/index-<sha16>.npy     the shard table (``storage.table``): 72 bytes per shard,
                               memory-mapped by readers
     DIR/manifest.jsonl        one JSON line per finished shard, appended and fsync'd as each
                               shard completes (the crash-safe progress record)

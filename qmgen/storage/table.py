@@ -1,7 +1,7 @@
 """The per-shard table of a dataset: a binary, columnar, memory-mapped NumPy file.
 
 At a million shards a JSON list of shard entries is 425 MB and takes seconds (and GB) to
-parse in every reader process. The table holds the same facts in 64 bytes per shard::
+parse in every reader process. The table holds the same facts in 72 bytes per shard::
 
     shard_id   i8   position of the shard in its run's plan (file name derives from it)
     row_offset i8   global row of the shard's first conformer (cumulative n_rows)
