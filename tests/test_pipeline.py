@@ -112,8 +112,8 @@ def assert_same_dataset(a, b):
         for field in ROW_KEYS:
             assert np.array_equal(ra[key][field], rb[key][field]), (key, field)
     ia, ib = mf.read_index(a), mf.read_index(b)
-    assert [s["n_rows"] for s in ia["shards"]] == [s["n_rows"] for s in ib["shards"]]
-    for sa, sb in zip(ia["shards"], ib["shards"], strict=True):
+    assert [s["n_rows"] for s in ia["table"]] == [s["n_rows"] for s in ib["table"]]
+    for sa, sb in zip(ia["table"], ib["table"], strict=True):
         da, db = read_shard(Path(a) / sa["file"]), read_shard(Path(b) / sb["file"])
         assert [r["molecule_index"] for r in da["rows"]] == [
             r["molecule_index"] for r in db["rows"]
@@ -126,7 +126,7 @@ def test_local_cluster_dataset(reference, inputs, client):
     assert index["n_rows"] == 16 and index["n_failures"] == 0
     assert index["attrs"]["xc"] == "b3lyp5" and index["attrs"]["basis"] == "sto-3g"
     assert index["attrs"]["software"]["qmgen"] == qmgen.__version__
-    for shard in index["shards"]:
+    for shard in index["table"]:
         assert check_shard(reference / shard["file"], shard["n_rows"], shard["n_failures"]) == []
     rows = rows_by_key(reference)
     assert sorted(rows) == [(m, c) for m in range(8) for c in range(2)]
