@@ -29,13 +29,14 @@ def fsync(path, directory: bool = False) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file, fsync and rename."""
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory, fsync and
+    rename, then fsync the directory: ``path`` holds the old bytes or the new, never part."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -43,6 +44,11 @@ def atomic_write_text(path, text: str) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync(path.parent, directory=True)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """:func:`atomic_write_bytes` of ``text`` as UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def sha256_file(path, chunk: int = 4 << 20) -> str:

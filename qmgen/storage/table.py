@@ -24,11 +24,12 @@ list with explicit file names, flat ``shards/``) load into the same class via
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from qmgen.storage.files import atomic_write_bytes
 
 SHARDS_DIR = "shards"
 SHARDS_PER_DIR = 1000
@@ -231,8 +232,8 @@ def table_of(entries: Iterable[dict]) -> np.ndarray:
 
 
 def write_table(directory, data: np.ndarray) -> tuple[str, int, str]:
-    """Write ``data`` as ``index-<sha[:16]>.npy`` in ``directory`` (temporary file, fsync,
-    rename); returns (file name, size, sha256)."""
+    """Write ``data`` as ``index-<sha[:16]>.npy`` in ``directory`` (atomically); returns
+    (file name, size, sha256)."""
     import hashlib
     import io
 
@@ -241,15 +242,5 @@ def write_table(directory, data: np.ndarray) -> tuple[str, int, str]:
     raw = buf.getvalue()
     digest = hashlib.sha256(raw).hexdigest()
     name = f"index-{digest[:16]}.npy"
-    path = Path(directory) / name
-    tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(Path(directory) / name, raw)
     return name, len(raw), digest
