@@ -15,15 +15,16 @@ nested layout, with a manifest line per shard and the compact index written by
   checksum re-verified), time per shard.
 
 A 20-shard dataset is measured the same way as the reference random-access rate. With
-``--legacy`` the same datasets are also written with the JSON shard list older qmgen
-wrote, to show what the compact index replaced (open time and memory).
+``--index json`` the datasets get the JSON shard list older qmgen wrote instead (no
+merge); with ``--reader-path`` pointing at a checkout of an older qmgen that gives the
+figures the compact index replaced.
 
 Usage: ``python benchmarks/scale.py [--shards 10000 100000 1000000] [--out DIR]``.
 ``--out DIR`` keeps the fabricated dataset(s): with one ``--shards N`` the dataset is DIR
 itself, so ``qmgen.open_dataset(DIR)`` checks the figures; with several, DIR/nN each.
 ``--reader-path P`` runs the reader processes with qmgen imported from checkout P
-(e.g. an older qmgen on a ``--legacy`` dataset). Results go to stdout and
-benchmarks/out/scale.json.
+(e.g. an older qmgen on an ``--index json`` dataset). Results go to stdout and
+benchmarks/out/scale-*.json.
 """
 
 from __future__ import annotations
@@ -164,21 +165,16 @@ def index_bytes(root: Path) -> int:
 def measure(n: int, root: Path, template: Path, args) -> dict:
     from qmgen.pipeline.merge import merge
 
-    res: dict = dict(n_shards=n)
-    res["fabricate_s"] = fabricate(root, n, template, copies=False, legacy=False)
+    res: dict = dict(n_shards=n, index=args.index)
+    json_list = args.index == "json"
+    res["fabricate_s"] = fabricate(root, n, template, copies=False, legacy=json_list)
     res["index_mb"] = index_bytes(root) / 1e6
     res.update(reader(root, "access", args.reader_path))
-    merged = root.parent / f"{root.name}-merged"
-    res["merge_s"] = timed(merge, merged, [root])
-    res["merge_ms_per_shard"] = 1e3 * res["merge_s"] / n
-    shutil.rmtree(merged)
-    if args.legacy:
-        legacy = root.parent / f"{root.name}-legacy"
-        fabricate(legacy, n, template, copies=False, legacy=True)
-        old = reader(legacy, "open", args.legacy_reader_path or args.reader_path)
-        res.update(legacy_index_mb=index_bytes(legacy) / 1e6, legacy_open_s=old["open_s"])
-        res.update(legacy_rss_mb=old["rss_mb"])
-        shutil.rmtree(legacy)
+    if not json_list and not args.no_merge:
+        merged = root.parent / f"{root.name}-merged"
+        res["merge_s"] = timed(merge, merged, [root])
+        res["merge_ms_per_shard"] = 1e3 * res["merge_s"] / n
+        shutil.rmtree(merged)
     return res
 
 
@@ -201,9 +197,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=4, help="conformers per shard")
     ap.add_argument("--out", type=Path, help="keep the fabricated dataset(s) here")
     ap.add_argument("--verify-shards", type=int, default=2000)
-    ap.add_argument("--legacy", action="store_true", help="also time the JSON shard list")
+    ap.add_argument(
+        "--index",
+        choices=("table", "json"),
+        default="table",
+        help="json: write the shard list into index.json as older qmgen did (no merge)",
+    )
     ap.add_argument("--reader-path", help="import qmgen from this checkout in readers")
-    ap.add_argument("--legacy-reader-path", help="...for the --legacy datasets only")
+    ap.add_argument("--no-merge", action="store_true")
+    ap.add_argument("--no-verify", action="store_true")
     args = ap.parse_args()
     tmp, template = template_shard(args.rows)
     work = Path(tempfile.mkdtemp(prefix="qmgen-scale-"))
@@ -220,25 +222,25 @@ def main() -> None:
                 root = work / f"n{n}"
             results.append(measure(n, root, template, args))
             r = results[-1]
+            merge_text = f", merge {r['merge_ms_per_shard']:.3f} ms/shard" if "merge_s" in r else ""
             print(
-                f"{n:>9,} shards: index {r['index_mb']:7.2f} MB, open {r['open_s']:6.3f} s, "
-                f"RSS {r['rss_mb']:6.1f} MB ({r['rss_mb'] - r['rss_import_mb']:+6.1f} over "
-                f"import), random access {r['access_per_s']:8.0f} rows/s, merge "
-                f"{r['merge_ms_per_shard']:.3f} ms/shard"
-                + (
-                    f"; JSON list: {r['legacy_index_mb']:.1f} MB, open {r['legacy_open_s']:.2f}"
-                    f" s, RSS {r['legacy_rss_mb']:.0f} MB"
-                    if "legacy_open_s" in r
-                    else ""
-                ),
+                f"{n:>9,} shards ({r['index']}): index {r['index_mb']:8.2f} MB, open "
+                f"{r['open_s']:6.3f} s, RSS {r['rss_mb']:6.1f} MB "
+                f"({r['rss_mb'] - r['rss_import_mb']:+6.1f} over import), random access "
+                f"{r['access_per_s']:8.0f} rows/s{merge_text}",
                 flush=True,
             )
             if not keep:
                 shutil.rmtree(root)
-        v = verify_rate(args.verify_shards, work, template)
-        print(f"verify: {v['verify_ms_per_shard']:.2f} ms per shard ({v['verify_shards']} shards)")
+        v = {}
+        if not args.no_verify:
+            v = verify_rate(args.verify_shards, work, template)
+            print(
+                f"verify: {v['verify_ms_per_shard']:.2f} ms per shard ({v['verify_shards']} shards)"
+            )
         OUT.mkdir(exist_ok=True)
-        (OUT / "scale.json").write_text(json.dumps(dict(results=results, verify=v), indent=1))
+        name = f"scale-{args.index}{'-' + Path(args.reader_path).name if args.reader_path else ''}"
+        (OUT / f"{name}.json").write_text(json.dumps(dict(results=results, verify=v), indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
