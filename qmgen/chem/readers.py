@@ -140,35 +140,60 @@ def iter_smiles(lines: Iterable[bytes | str], options: ChemOptions | None = None
 
     Blank lines, ``#`` comments and a leading header line are skipped (no record).
     """
-    from qmgen.chem.smiles import smiles_record
-
     options = ChemOptions.make(options, **overrides)
     seen_content = False
     for index, data in enumerate(lines):
-        if isinstance(data, bytes):
-            data = data.rstrip(b"\r\n")
-        text, problem = _decode_line(data)
-        if index == 0:
-            text = text.removeprefix("\ufeff")  # UTF-8 byte-order mark
-        if not text.strip():
+        line = smiles_line(index, data)
+        if line is None:
             continue
-        if text.lstrip().startswith("#"):
-            continue
-        if problem:
-            yield failure(index, Status.INVALID_INPUT, f"line {index + 1} {problem}", text)
-            seen_content = True
-            continue
-        smiles, name = split_smiles_line(text)
         if not seen_content:
             seen_content = True
-            if smiles.lower() in HEADER_FIELDS:
+            if is_header(line):
                 continue
-        if not smiles:
-            message = f"line {index + 1} has an empty SMILES field"
-            yield failure(index, Status.INVALID_INPUT, message, text, name=name)
-            continue
-        make = partial(smiles_record, smiles, name, index, text, options)
-        yield _guard(make, index, text, "smiles")
+        yield smiles_line_record(index, line, options)
+
+
+SmilesLine = tuple[str, "str | None", str, str]  # (text, problem, smiles, name)
+
+
+def smiles_line(index: int, data: bytes | str) -> SmilesLine | None:
+    """Line ``index`` (0-based) of a SMILES file as ``(text, problem, smiles, name)``, or
+    None for a line that gives no record (blank, ``#`` comment). ``problem`` says why the
+    line is binary junk (then smiles and name are ""), else None. No RDKit: cheap."""
+    if isinstance(data, bytes):
+        data = data.rstrip(b"\r\n")
+    text, problem = _decode_line(data)
+    if index == 0:
+        text = text.removeprefix("\ufeff")  # UTF-8 byte-order mark
+    if not text.strip():
+        return None
+    if text.lstrip().startswith("#"):
+        return None
+    if problem:
+        return text, problem, "", ""
+    smiles, name = split_smiles_line(text)
+    return text, None, smiles, name
+
+
+def is_header(line: SmilesLine) -> bool:
+    """True for a header line (first field ``smiles``, ``smi``...): skipped when it is the
+    first line with content."""
+    return line[1] is None and line[2].lower() in HEADER_FIELDS
+
+
+def smiles_line_record(index: int, line: SmilesLine, options: ChemOptions) -> InputRecord:
+    """The record of line ``index`` (a :func:`smiles_line` result that is not a skipped
+    header), exactly as :func:`iter_smiles` makes it."""
+    from qmgen.chem.smiles import smiles_record
+
+    text, problem, smiles, name = line
+    if problem:
+        return failure(index, Status.INVALID_INPUT, f"line {index + 1} {problem}", text)
+    if not smiles:
+        message = f"line {index + 1} has an empty SMILES field"
+        return failure(index, Status.INVALID_INPUT, message, text, name=name)
+    make = partial(smiles_record, smiles, name, index, text, options)
+    return _guard(make, index, text, "smiles")
 
 
 def _guard(make, index: int, raw: str, fmt: InputFormat) -> InputRecord:

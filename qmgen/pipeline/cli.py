@@ -24,6 +24,13 @@ def register(subparsers) -> None:
     p.add_argument("--out", "-o", required=True, help="dataset directory (created)")
     p.add_argument("--format", choices=("smiles", "xyz", "sdf"), help="override the extension")
     p.add_argument("--limit", type=int, default=None, help="only the first N molecules of INPUT")
+    p.add_argument(
+        "--split",
+        default=None,
+        metavar="K/N",
+        help="job K of N (e.g. a SLURM array task): only the input records whose index "
+        "modulo N is K-1 (after --limit); merge the N datasets with `qmgen merge`",
+    )
     g = p.add_argument_group("level of theory")
     g.add_argument("--xc", default="b3lyp5", help="functional (default b3lyp5, QM1B's)")
     g.add_argument("--basis", default="sto-3g", help="basis set (default sto-3g)")
@@ -124,6 +131,7 @@ def run_generate(args: argparse.Namespace) -> int:
         max_atoms=args.max_atoms,
         format=args.format,
         limit=args.limit,
+        split=args.split,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
     )

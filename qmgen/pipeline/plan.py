@@ -3,8 +3,8 @@
 The plan is a pure function of the input file's content and the output-relevant options
 (:class:`GenerateOptions`), so a rerun after a crash recomputes exactly the same shards:
 
-1. Every input record is validated without making conformers (``n_conformers=0``, cheap:
-   RDKit parsing and the element / charge / size checks). Failures are known here.
+1. Every input record is validated without making conformers (RDKit parsing and the
+   element / charge / size checks). Failures are known here.
 2. Valid records get a *shape key*: the padded shape bucket (``qmgen.dft.batching``) of the
    molecule with hydrogens, which only depends on its atomic numbers. Records are sorted by
    (shape key, input index), so neighbouring records share compiled programs.
@@ -14,21 +14,56 @@ The plan is a pure function of the input file's content and the output-relevant 
 
 Shard ids are positions in that order. ``plan.json`` in the dataset directory stores the
 shard -> input indices map and its hash; ``config.json`` the options and their hash.
+
+**Memory and time at scale** (a million-line input): the plan holds per record only
+NumPy columns (:class:`RecordTable`: input index, status, shape id and, for SMILES, the
+byte span and CRC-32 of its line: 29 bytes a record) and per shard its bounds, planned
+conformers and cost. A shard's :class:`PlanItem` list (input text, canonical SMILES,
+name, message) is made only when the shard is submitted (:meth:`Plan.shard_items`): its
+lines are read again from the input file, checked against their CRC-32 (a changed input
+is refused, :class:`InputChangedError`) and validated again, which gives exactly the
+record the reader gives. XYZ and SDF inputs keep each record's item (its text) in memory
+instead: their readers hold the whole file or RDKit's supplier anyway. Validation needs
+only one RDKit parse per SMILES (:func:`smiles_status`: status and molecular formula);
+shape keys are cached per atomic composition, and large SMILES inputs are validated in
+a pool of processes (:func:`planning_processes`), in input order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
+import logging
 import math
-from dataclasses import dataclass, field
+import os
+import re
+import zlib
+from array import array
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, overload
 
+import numpy as np
+
+from qmgen.errors import UserError
 from qmgen.status import Status
-from qmgen.storage.files import sha256_file
+from qmgen.storage.files import fsync, sha256_file
 from qmgen.storage.runfiles import json_digest
 
 AUTO_SHARD_TARGET = 8  # auto shard size: about this many shards for small inputs...
 AUTO_SHARD_MIN, AUTO_SHARD_MAX = 8, 1000  # ...within these bounds (conformers per shard)
+VALIDATE_CHUNK = 2048  # SMILES records per validation task of the planning pool
+POOL_MIN_BYTES = 2 << 20  # inputs smaller than this (~60,000 lines) are validated in-process
+POOL_MAX_PROCESSES = 8
+_SPLIT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+_FORMULA = re.compile(r"([A-Z][a-z]?)(\d*)")
+
+log = logging.getLogger("qmgen.pipeline")
 
 
 @dataclass(frozen=True)
@@ -45,6 +80,20 @@ class GenerateOptions:
     compute call inside a shard, 0 = the whole shard in one call; with chunks, the next
     chunk's conformers are made while one computes),
     ``batch_size`` (molecules per compiled call; None = the engine's default).
+
+    ``split`` ("K/N", 1 <= K <= N; None = the whole input): this job's part of an input
+    shared by N jobs (a job array): the records whose ``molecule_index % N == K - 1``,
+    valid and invalid alike, so every record ends in exactly one job's dataset.
+    ``molecule_index`` stays the index in the whole input, and conformers do not depend
+    on the split (their seeds come from the canonical SMILES). ``limit`` applies first,
+    to the whole input: ``--limit L --split K/N`` is job K's part of the first L records,
+    so the N jobs together hold the records of one run with ``--limit L``. The shards
+    differ from that run's (each job plans its own part; pass ``shard_size`` to fix
+    their size). ``split`` is an option like the others (in ``options_hash`` and
+    config.json), so each job's directory is a dataset of its own; :meth:`to_dict` leaves
+    it out when None, so the options hash of an unsplit run is what it was before
+    ``split`` existed.
+
     Execution settings that do not change results (workers, scheduler) are not here.
     """
 
@@ -67,6 +116,7 @@ class GenerateOptions:
     min_bucket_size: int = 32
     chunk_size: int = 0
     batch_size: int | None = None
+    split: str | None = None
 
     def __post_init__(self):
         from qmgen.dft.grid import check_level
@@ -92,6 +142,9 @@ class GenerateOptions:
             raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        if self.split is not None:
+            k, n = parse_split(self.split)
+            object.__setattr__(self, "split", f"{k}/{n}")
         chem = self.chem_options(0)  # validates elements, optimize, prune_rms, max_atoms
         object.__setattr__(self, "elements", ",".join(sorted(chem.elements)))
         _check_basis(self.basis)
@@ -124,7 +177,11 @@ class GenerateOptions:
         )
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The options as stored in config.json (``split`` only when set)."""
+        out = dataclasses.asdict(self)
+        if out["split"] is None:
+            del out["split"]
+        return out
 
     def digest(self, input_sha256: str) -> str:
         """SHA-256 of these options and the input content (the dataset's identity)."""
@@ -132,15 +189,33 @@ class GenerateOptions:
         return json_digest(doc)
 
 
-def _check_basis(name: str) -> None:
-    import numpy as np
+def parse_split(split) -> tuple[int, int]:
+    """``(K, N)`` of a split ``"K/N"`` (integers, 1 <= K <= N); ``ValueError`` naming
+    the problem otherwise."""
+    m = _SPLIT.fullmatch(split) if isinstance(split, str) else None
+    if m is None:
+        raise ValueError(
+            f"split must be 'K/N' with integers 1 <= K <= N (job K of N, e.g. '1/4'), got {split!r}"
+        )
+    k, n = int(m.group(1)), int(m.group(2))
+    if n < 1:
+        raise ValueError(f"split {split!r}: the number of jobs N must be >= 1")
+    if not 1 <= k <= n:
+        raise ValueError(f"split {split!r}: the job number K must be in 1..{n} (1-based)")
+    return k, n
 
+
+def _check_basis(name: str) -> None:
     from qmgen.dft.basis import BasisError, structure_of
 
     try:
         structure_of(np.array([1]), name)
     except BasisError as err:
         raise ValueError(f"unknown basis {name!r}: {err}") from None
+
+
+class InputChangedError(UserError):
+    """The input file no longer holds what was planned (it changed during the run)."""
 
 
 @dataclass(frozen=True)
@@ -164,58 +239,222 @@ class PlanItem:
         return self.status == Status.OK
 
 
-@dataclass
 class ShardPlan:
-    """Items of one shard, in the order they are computed, and its planned conformers."""
+    """One shard of a :class:`Plan`: id, planned conformers, cost and, made on first use
+    of :attr:`items` (and dropped with this object), its items in computing order."""
 
-    shard_id: int
-    items: list[PlanItem] = field(default_factory=list)
-    n_conformers: int = 0  # planned conformer slots (valid items x conformers)
-    cost: float = 0.0  # relative compute cost estimate (for scheduling order)
+    def __init__(self, plan: Plan, shard_id: int):
+        self.plan, self.shard_id = plan, int(shard_id)
+        self.n_conformers = int(plan.shard_conformers[shard_id])  # valid items x conformers
+        self.cost = float(plan.shard_cost[shard_id])  # relative compute cost (scheduling)
 
     @property
     def molecule_indices(self) -> list[int]:
-        return [it.molecule_index for it in self.items]
+        """Input indices of the items, in computing order."""
+        return self.plan.records.molecule_index[self.plan.span(self.shard_id)].tolist()
+
+    @functools.cached_property
+    def items(self) -> list[PlanItem]:
+        return self.plan.shard_items(self.shard_id)
+
+    def __repr__(self) -> str:
+        n = len(self.plan.records.molecule_index[self.plan.span(self.shard_id)])
+        return f"ShardPlan({self.shard_id}, {n} items, {self.n_conformers} conformers)"
+
+
+class _Shards(Sequence):
+    """The shards of a plan as a sequence; each element is made when it is asked for."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+
+    def __len__(self) -> int:
+        return self.plan.n_shards
+
+    @overload
+    def __getitem__(self, i: int) -> ShardPlan: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[ShardPlan]: ...
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [ShardPlan(self.plan, j) for j in range(len(self))[i]]
+        return ShardPlan(self.plan, range(len(self))[i])
+
+    def __iter__(self) -> Iterator[ShardPlan]:
+        return (ShardPlan(self.plan, j) for j in range(len(self)))
 
 
 @dataclass
+class RecordTable:
+    """Per-record columns of a plan, in shard order (length n_records each).
+
+    molecule_index (int64): input index; status (int8): validation status; shape (int32):
+    id of the shape key in :attr:`Plan.shape_keys` (-1 for invalid records); offset
+    (int64) and length (int32): the byte span of the record's line in a SMILES input
+    (-1 otherwise); crc (uint32): CRC-32 of those bytes.
+    """
+
+    molecule_index: np.ndarray
+    status: np.ndarray
+    shape: np.ndarray
+    offset: np.ndarray
+    length: np.ndarray
+    crc: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.molecule_index)
+
+    def take(self, order) -> RecordTable:
+        """The records at positions ``order`` (an index array or a slice)."""
+        return RecordTable(**{f.name: getattr(self, f.name)[order] for f in _fields(self)})
+
+    def slice(self, span: slice) -> RecordTable:
+        return self.take(span)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, f.name).nbytes for f in _fields(self))
+
+
+def _fields(obj):
+    return dataclasses.fields(obj)
+
+
+@dataclass(repr=False)
 class Plan:
-    """The shard assignment of one input under one set of options."""
+    """The shard assignment of one input under one set of options.
+
+    ``bounds`` (int64, n_shards + 1): shard s holds records ``bounds[s]:bounds[s+1]`` of
+    ``records``; ``shard_conformers`` (int64) and ``shard_cost`` (float64) per shard;
+    ``shape_keys``: the shape key of each shape id; ``texts``: the items of an XYZ or SDF
+    input in shard order (None for SMILES, whose items are read from ``input_path``).
+    """
 
     options: GenerateOptions
     input_sha256: str
-    shards: list[ShardPlan]
+    input_path: Path
+    format: str
+    records: RecordTable
+    bounds: np.ndarray
+    shard_conformers: np.ndarray
+    shard_cost: np.ndarray
+    shape_keys: list
     n_records: int
     n_valid: int
     shard_size: int
+    texts: list[PlanItem] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Plan({str(self.input_path)!r}, {self.n_records} records ({self.n_valid} valid), "
+            f"{self.n_shards} shards of <= {self.shard_size} conformers)"
+        )
 
     @property
     def options_hash(self) -> str:
         return self.options.digest(self.input_sha256)
 
     @property
-    def n_planned(self) -> int:
-        return sum(s.n_conformers for s in self.shards)
+    def n_shards(self) -> int:
+        return len(self.bounds) - 1
 
-    def to_json(self) -> dict:
-        """The plan.json document (shard id -> input indices) with its hash."""
-        shards = [
-            dict(
-                shard_id=s.shard_id,
-                molecule_indices=s.molecule_indices,
-                n_conformers=s.n_conformers,
-            )
-            for s in self.shards
-        ]
-        body = dict(
+    @property
+    def shards(self) -> _Shards:
+        """The shards in id order (each :class:`ShardPlan` made on access)."""
+        return _Shards(self)
+
+    @property
+    def n_planned(self) -> int:
+        return int(self.shard_conformers.sum())
+
+    def span(self, shard_id: int) -> slice:
+        """Positions of shard ``shard_id``'s records in :attr:`records`."""
+        return slice(int(self.bounds[shard_id]), int(self.bounds[shard_id + 1]))
+
+    def shard_items(self, shard_id: int) -> list[PlanItem]:
+        """The items of shard ``shard_id`` in computing order, made now (see the module
+        doc); raises :class:`InputChangedError` when the input's lines changed."""
+        span = self.span(shard_id)
+        if self.texts is not None:
+            return self.texts[span]
+        return _read_items(self.input_path, self.records.slice(span), self.options)
+
+    # ------------------------------------------------------------ plan.json
+    def _head(self) -> dict:
+        return dict(
             options_hash=self.options_hash,
             shard_size=self.shard_size,
             n_records=self.n_records,
             n_valid=self.n_valid,
-            shards=shards,
         )
-        body["plan_hash"] = json_digest(body)
+
+    def _shard_docs(self) -> Iterator[dict]:
+        index = self.records.molecule_index
+        for s in range(self.n_shards):
+            yield dict(
+                shard_id=s,
+                molecule_indices=index[self.span(s)].tolist(),
+                n_conformers=int(self.shard_conformers[s]),
+            )
+
+    @functools.cached_property
+    def plan_hash(self) -> str:
+        """:func:`~qmgen.storage.runfiles.json_digest` of the plan.json body (without
+        ``plan_hash``), computed shard by shard."""
+        h = hashlib.sha256()
+        for piece in _canonical_pieces(self._head(), self._shard_docs()):
+            h.update(piece.encode())
+        return h.hexdigest()
+
+    def to_json(self) -> dict:
+        """The plan.json document (shard id -> input indices) with its hash, in memory
+        (small plans; :meth:`write_json` streams it)."""
+        body: dict[str, Any] = dict(self._head(), shards=list(self._shard_docs()))
+        body["plan_hash"] = self.plan_hash
         return body
+
+    def write_json(self, path) -> str:
+        """Write plan.json to ``path`` atomically, shard by shard (the text
+        ``json.dumps(self.to_json(), indent=1, sort_keys=True) + "\\n"``); returns the
+        plan hash."""
+        path = Path(path)
+        head = dict(self._head(), plan_hash=self.plan_hash)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for piece in _indented_pieces(head, self._shard_docs()):
+                    fh.write(piece)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        fsync(path.parent, directory=True)
+        return self.plan_hash
+
+
+def _canonical_pieces(head: dict, shards: Iterator[dict]) -> Iterator[str]:
+    """``json.dumps(dict(head, shards=list(shards)), sort_keys=True)`` in pieces (the
+    head's keys all sort before "shards")."""
+    text = json.dumps(head, sort_keys=True)
+    yield text[:-1] + (', "shards": [' if head else '"shards": [')
+    for i, doc in enumerate(shards):
+        yield (", " if i else "") + json.dumps(doc, sort_keys=True)
+    yield "]}"
+
+
+def _indented_pieces(head: dict, shards: Iterator[dict]) -> Iterator[str]:
+    """``json.dumps(dict(head, shards=list(shards)), indent=1, sort_keys=True) + "\\n"``
+    in pieces (the head's keys all sort before "shards")."""
+    text = json.dumps(head, indent=1, sort_keys=True)
+    yield text[: text.rindex("\n")] + ',\n "shards": ['
+    empty = True
+    for doc in shards:
+        body = json.dumps(doc, indent=1, sort_keys=True).replace("\n", "\n  ")
+        yield ("\n  " if empty else ",\n  ") + body
+        empty = False
+    yield "]\n}\n" if empty else "\n ]\n}\n"
 
 
 def auto_shard_size(n_conformers: int) -> int:
@@ -228,7 +467,8 @@ def shape_key(z, options: GenerateOptions):
     """Sort key of a molecule with atomic numbers ``z``: its padded shape bucket.
 
     Returns ``(n_ao, n_points, n_atoms, structure)`` or None when the basis lacks an
-    element (the compute step then records the failure).
+    element (the compute step then records the failure). Depends only on the multiset of
+    ``z`` (the bucket counts shells, atoms and grid points), not on atom order.
     """
     from qmgen.dft.basis import BasisError
     from qmgen.dft.batching import BucketPolicy, bucket_of
@@ -242,8 +482,74 @@ def shape_key(z, options: GenerateOptions):
     return (b.n_ao, b.n_points, b.n_atoms, b.structure)
 
 
+def _cost(key) -> float:
+    """Relative cost of a conformer of shape ``key`` (ERIs ~ n_ao^4, XC ~ n_ao^2 n_points)."""
+    if key is None:
+        return 1.0
+    n_ao, n_points = key[0], key[1]
+    return n_ao**4 / 8 + 3 * n_ao**2 * n_points
+
+
+class ShapeIds:
+    """Small integer ids of shape keys, cached per atomic composition (the key depends
+    only on the element counts, see :func:`shape_key`)."""
+
+    def __init__(self, options: GenerateOptions):
+        self.options = options
+        self.keys: list = []  # id -> shape key (None: the basis lacks an element)
+        self._id_of_key: dict = {}
+        self._id_of_composition: dict[tuple, int] = {}
+        self._id_of_formula: dict[str, int] = {}
+
+    def of_z(self, z) -> int:
+        """Id of the shape of atomic numbers ``z`` (None or empty: the None key)."""
+        composition = tuple(sorted(Counter(int(x) for x in z).items())) if z else ()
+        found = self._id_of_composition.get(composition)
+        if found is None:
+            zs = [e for e, n in composition for _ in range(n)]
+            key = shape_key(zs, self.options) if zs else None
+            found = self._id_of_composition[composition] = self._id_of_key.setdefault(
+                key, len(self._id_of_key)
+            )
+            if found == len(self.keys):
+                self.keys.append(key)
+        return found
+
+    def of_formula(self, formula: str | None) -> int:
+        """Id of the shape of a molecular formula as RDKit's ``CalcMolFormula`` writes it
+        ("C2H6O", "H4N+"; None: the None key)."""
+        if formula is None:
+            return self.of_z(None)
+        found = self._id_of_formula.get(formula)
+        if found is None:
+            found = self._id_of_formula[formula] = self.of_z(formula_atoms(formula))
+        return found
+
+    def ranks(self) -> np.ndarray:
+        """Sort rank of each id: by key, the None key last (int64, one per id)."""
+        order = sorted(range(len(self.keys)), key=lambda i: _key_order(self.keys[i]))
+        ranks = np.empty(len(self.keys), dtype=np.int64)
+        ranks[order] = np.arange(len(order))
+        return ranks
+
+
+def _key_order(key):
+    return (key is None, key or ())
+
+
+def formula_atoms(formula: str) -> list[int]:
+    """Atomic numbers (sorted, hydrogens included) of a molecular formula ("C2H6O");
+    a trailing charge ("+", "-2") is ignored."""
+    from qmgen.molecule import atomic_number
+
+    out: list[int] = []
+    for symbol, count in _FORMULA.findall(formula):
+        out += [atomic_number(symbol)] * (int(count) if count else 1)
+    return sorted(out)
+
+
 def _atomic_numbers(record) -> list[int] | None:
-    """Atomic numbers (hydrogens included) of a validated record."""
+    """Atomic numbers (hydrogens included) of a validated XYZ or SDF record."""
     if record.conformers:
         return [int(x) for x in record.conformers[0].z]
     if not record.smiles:
@@ -259,23 +565,239 @@ def _atomic_numbers(record) -> list[int] | None:
     return [a.GetAtomicNum() for a in Chem.AddHs(mol).GetAtoms()]
 
 
-def _cost(key) -> float:
-    """Relative cost of a conformer of shape ``key`` (ERIs ~ n_ao^4, XC ~ n_ao^2 n_points)."""
-    if key is None:
-        return 1.0
-    n_ao, n_points = key[0], key[1]
-    return n_ao**4 / 8 + 3 * n_ao**2 * n_points
+# ------------------------------------------------------------------ SMILES validation
+def smiles_status(smiles: str, chem) -> tuple[int, str | None]:
+    """``(status, formula)`` of one SMILES under :class:`~qmgen.chem.ChemOptions`
+    ``chem``: the status :func:`qmgen.chem.smiles_record` gives it (the same checks in
+    the same order, without building the record), and on success its molecular formula
+    with hydrogens (RDKit's ``CalcMolFormula``; None if that fails). One RDKit parse."""
+    return validate_smiles([smiles], chem)[0]
 
 
-def plan_items(input_path, options: GenerateOptions):
-    """Validate every record of the input (no conformers): ``[(PlanItem, shape_key)]``."""
+def validate_smiles(smiles: list[str | None], chem) -> list[tuple[int, str | None]]:
+    """:func:`smiles_status` of each SMILES (None: a line already known to be invalid,
+    INVALID_INPUT); the task of the planning pool."""
+    from rdkit import Chem
+    from rdkit.Chem.rdMolDescriptors import CalcMolFormula
+
+    from qmgen.chem.records import ChemError
+    from qmgen.chem.smiles import canonical_smiles, check_size, parse_smiles
+
+    ok, invalid = int(Status.OK), int(Status.INVALID_INPUT)
+    out: list[tuple[int, str | None]] = []
+    for text in smiles:
+        if text is None:
+            out.append((invalid, None))
+            continue
+        try:  # as smiles_record with n_conformers=0
+            mol = parse_smiles(text, chem)
+            canonical_smiles(mol)
+            Chem.GetFormalCharge(mol)
+            check_size(mol, chem)
+        except ChemError as err:
+            out.append((int(err.status), None))
+            continue
+        except MemoryError:
+            raise
+        except Exception:  # noqa: BLE001 - the reader's guard makes it INVALID_INPUT too
+            out.append((invalid, None))
+            continue
+        try:
+            formula = CalcMolFormula(mol)
+        except (RuntimeError, ValueError):  # no key: sorted last, as an unknown shape
+            formula = None
+        out.append((ok, formula))
+    return out
+
+
+def planning_processes(input_path, processes: int | None = None) -> int:
+    """Processes that validate a SMILES input: ``processes`` if given, else 0 (in this
+    process) below POOL_MIN_BYTES, else this process's CPU cores (at most
+    POOL_MAX_PROCESSES)."""
+    if processes is not None:
+        return max(int(processes), 0)
+    if Path(input_path).stat().st_size < POOL_MIN_BYTES:
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return min(cores, POOL_MAX_PROCESSES) if cores > 1 else 0
+
+
+class _Columns:
+    """Growing per-record columns (compact ``array`` buffers) while the input is read."""
+
+    def __init__(self):
+        self.index, self.status, self.shape = array("q"), array("b"), array("i")
+        self.offset, self.length, self.crc = array("q"), array("i"), array("I")
+
+    def add(self, index, status, shape, offset=-1, length=-1, crc=0) -> None:
+        self.index.append(index)
+        self.status.append(status)
+        self.shape.append(shape)
+        self.offset.append(offset)
+        self.length.append(length)
+        self.crc.append(crc)
+
+    def table(self) -> RecordTable:
+        """The columns as NumPy arrays (copies: the buffers can go)."""
+        return RecordTable(
+            molecule_index=np.array(self.index, dtype=np.int64),
+            status=np.array(self.status, dtype=np.int8),
+            shape=np.array(self.shape, dtype=np.int32),
+            offset=np.array(self.offset, dtype=np.int64),
+            length=np.array(self.length, dtype=np.int32),
+            crc=np.array(self.crc, dtype=np.uint32),
+        )
+
+
+def _selector(options: GenerateOptions):
+    """``keep(index)`` of ``options.split`` (everything when None)."""
+    if options.split is None:
+        return lambda index: True
+    k, n = parse_split(options.split)
+    return lambda index: index % n == k - 1
+
+
+def _smiles_lines(path, options: GenerateOptions) -> Iterator[tuple]:
+    """``(index, offset, data, smiles)`` of the record lines of a SMILES input that this
+    job keeps (``limit`` counted over the whole input, then ``split``); ``smiles`` is
+    None where the line is invalid without RDKit (binary, empty SMILES field)."""
+    from qmgen.chem.readers import is_header, smiles_line
+
+    keep = _selector(options)
+    seen_content, n_records, offset = False, 0, 0
+    with open(path, "rb") as fh:
+        for index, data in enumerate(fh):
+            start, offset = offset, offset + len(data)
+            line = smiles_line(index, data)
+            if line is None:
+                continue
+            if not seen_content:
+                seen_content = True
+                if is_header(line):
+                    continue
+            if options.limit is not None and n_records >= options.limit:
+                return
+            n_records += 1
+            if keep(index):
+                smiles = line[2] if line[1] is None and line[2] else None
+                yield index, start, data, smiles
+
+
+def _chunks(lines: Iterator[tuple], size: int) -> Iterator[list[tuple]]:
+    chunk: list[tuple] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _validated(chunks: Iterator[list[tuple]], chem, processes: int) -> Iterator[tuple]:
+    """``(chunk, statuses)`` per chunk, in input order: validated in a pool of
+    ``processes`` processes with a bounded window of chunks in flight, or here (0)."""
+    pool = _PlanningPool(processes, chem)
+    window: deque = deque()
+    try:
+        for chunk in chunks:
+            window.append((chunk, pool.submit(chunk)))
+            while window and len(window) > pool.window:
+                yield pool.result(*window.popleft())
+        while window:
+            yield pool.result(*window.popleft())
+    finally:
+        pool.close()
+
+
+class _PlanningPool:
+    """Spawn-started processes running :func:`validate_smiles` on chunks of SMILES
+    records; where the pool cannot start or breaks, the chunks it did not return are
+    validated in this process (same results)."""
+
+    def __init__(self, processes: int, chem):
+        self.chem, self.pool = chem, None
+        self.window = 2 * processes + 2 if processes > 0 else 0
+        if processes > 0:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            from qmgen.pipeline.conformers import _pool_init
+
+            try:
+                self.pool = ProcessPoolExecutor(
+                    processes,
+                    mp_context=multiprocessing.get_context("spawn"),  # the driver runs JAX
+                    initializer=_pool_init,
+                    initargs=(os.getpid(),),
+                )
+            except (OSError, RuntimeError, ValueError) as err:
+                self._drop(err)
+
+    def submit(self, chunk: list[tuple]):
+        """A future of the chunk's statuses, or None (then :meth:`result` makes them)."""
+        from concurrent.futures import BrokenExecutor
+
+        if self.pool is None:
+            return None
+        try:
+            return self.pool.submit(validate_smiles, [c[3] for c in chunk], self.chem)
+        except (BrokenExecutor, RuntimeError, OSError) as err:
+            self._drop(err)
+            return None
+
+    def result(self, chunk: list[tuple], fut) -> tuple[list[tuple], list]:
+        from concurrent.futures import BrokenExecutor
+
+        if fut is not None and self.pool is not None:
+            try:
+                return chunk, fut.result()
+            except BrokenExecutor as err:
+                self._drop(err)
+        return chunk, validate_smiles([c[3] for c in chunk], self.chem)
+
+    def _drop(self, err: BaseException) -> None:
+        log.warning(
+            "planning: cannot validate in a process pool (%s: %s); validating in this process",
+            type(err).__name__,
+            err,
+        )
+        self.close(wait=False)
+        self.window = 0
+
+    def close(self, wait: bool = True) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=wait, cancel_futures=True)
+            self.pool = None
+
+
+def _scan_smiles(path, options: GenerateOptions, shapes: ShapeIds, processes: int) -> _Columns:
+    cols = _Columns()
+    chem = options.chem_options(0)
+    chunks = _chunks(_smiles_lines(path, options), VALIDATE_CHUNK)
+    for chunk, statuses in _validated(chunks, chem, processes):
+        for (index, offset, data, _), (status, formula) in zip(chunk, statuses, strict=True):
+            shape = shapes.of_formula(formula) if status == Status.OK else -1
+            cols.add(index, status, shape, offset, len(data), zlib.crc32(data))
+    return cols
+
+
+def _scan_records(path, options: GenerateOptions, shapes: ShapeIds):
+    """Columns and items of an XYZ or SDF input (read by :func:`qmgen.chem.read_molecules`)."""
     from qmgen.chem import read_molecules
 
-    out: list[tuple] = []
-    chem = options.chem_options(0)
-    for rec in read_molecules(input_path, format=options.format, options=chem):
-        if options.limit is not None and len(out) >= options.limit:
+    cols, items = _Columns(), []
+    keep = _selector(options)
+    for n, rec in enumerate(
+        read_molecules(path, format=options.format, options=options.chem_options(0))
+    ):
+        if options.limit is not None and n >= options.limit:
             break
+        if not keep(rec.molecule_index):
+            continue
         item = PlanItem(
             molecule_index=int(rec.molecule_index),
             format=rec.format,
@@ -285,46 +807,121 @@ def plan_items(input_path, options: GenerateOptions):
             smiles=rec.smiles,
             name=rec.name,
         )
-        key = None
-        if rec.ok:
-            z = _atomic_numbers(rec)
-            key = shape_key(z, options) if z else None
-        out.append((item, key))
-    return out
+        shape = shapes.of_z(_atomic_numbers(rec)) if rec.ok else -1
+        cols.add(item.molecule_index, item.status, shape)
+        items.append(item)
+    return cols, items
 
 
-def make_plan(input_path, options: GenerateOptions, input_sha256: str | None = None) -> Plan:
-    """The deterministic plan of ``input_path`` under ``options`` (see the module doc)."""
-    input_sha256 = input_sha256 or sha256_file(input_path)
-    items = plan_items(input_path, options)
-    valid = [(it, key) for it, key in items if it.ok]
-    invalid = [it for it, _ in items if not it.ok]
+def _read_items(path, records: RecordTable, options: GenerateOptions) -> list[PlanItem]:
+    """Items of SMILES records, read again from their byte spans in ``path`` and validated
+    again (the reader's own per-line function): the items :func:`qmgen.chem.iter_smiles`
+    gives. Raises :class:`InputChangedError` when a line's bytes or status changed."""
+    from qmgen.chem.readers import smiles_line, smiles_line_record
+
+    chem = options.chem_options(0)
+    items = []
+    with open(path, "rb") as fh:
+        for index, offset, length, crc, status in zip(
+            records.molecule_index.tolist(),
+            records.offset.tolist(),
+            records.length.tolist(),
+            records.crc.tolist(),
+            records.status.tolist(),
+            strict=True,
+        ):
+            fh.seek(offset)
+            data = fh.read(length)
+            line = smiles_line(index, data) if zlib.crc32(data) == crc else None
+            rec = smiles_line_record(index, line, chem) if line is not None else None
+            if rec is None or int(rec.status) != status:
+                raise InputChangedError(
+                    f"the input file {str(path)!r} changed while qmgen generate was running "
+                    f"(line {index + 1} is not what was planned); restore it and rerun the "
+                    "same command, or pass --new to start over with its new content"
+                )
+            items.append(
+                PlanItem(index, "smiles", rec.raw, status, rec.message, rec.smiles, rec.name)
+            )
+    return items
+
+
+def _shards(records: RecordTable, shapes: ShapeIds, options: GenerateOptions):
+    """Order the records and cut them into shards: ``(records, bounds, conformers,
+    cost, shard_size)`` (see :class:`Plan`)."""
     k = options.conformers
+    valid = np.flatnonzero(records.status == int(Status.OK))
+    invalid = np.flatnonzero(records.status != int(Status.OK))
     shard_size = options.shard_size or auto_shard_size(len(valid) * k)
     per_shard = max(1, shard_size // k)
     # valid records sorted by shape (unknown shapes last), then input order
-    valid.sort(key=lambda p: (p[1] is None, p[1] or (), p[0].molecule_index))
-    shards: list[ShardPlan] = []
-    for start in range(0, len(valid), per_shard):
-        part = valid[start : start + per_shard]
-        shards.append(
-            ShardPlan(
-                shard_id=len(shards),
-                items=[it for it, _ in part],
-                n_conformers=len(part) * k,
-                cost=sum(_cost(key) for _, key in part) * k,
-            )
-        )
-    invalid.sort(key=lambda it: it.molecule_index)
-    for start in range(0, len(invalid), shard_size):
-        shards.append(ShardPlan(shard_id=len(shards), items=invalid[start : start + shard_size]))
+    rank = shapes.ranks()[records.shape[valid]] if len(valid) else np.zeros(0, np.int64)
+    valid = valid[np.lexsort((records.molecule_index[valid], rank))]
+    invalid = invalid[np.argsort(records.molecule_index[invalid], kind="stable")]
+    order = np.concatenate([valid, invalid])
+    records = records.take(order)
+    n_valid = len(valid)
+    bounds = np.concatenate(
+        [
+            np.arange(0, n_valid, per_shard),
+            np.arange(n_valid, len(records), shard_size),
+            [len(records)],
+        ]
+    ).astype(np.int64)
+    sizes = np.diff(bounds)
+    conformers = np.where(bounds[:-1] < n_valid, sizes * k, 0).astype(np.int64)
+    unit = np.array([_cost(key) for key in shapes.keys] or [0.0], dtype=np.float64)
+    shape = records.shape.tolist()
+    cost = np.zeros(len(sizes), dtype=np.float64)
+    for s in range(len(sizes)):
+        if bounds[s] < n_valid:  # the same sum, in the same order, as one shard's items
+            cost[s] = sum(unit[shape[bounds[s] : bounds[s + 1]]].tolist()) * k
+    return order, records, bounds, conformers, cost, shard_size
+
+
+def make_plan(
+    input_path,
+    options: GenerateOptions,
+    input_sha256: str | None = None,
+    processes: int | None = None,
+) -> Plan:
+    """The deterministic plan of ``input_path`` under ``options`` (see the module doc).
+
+    ``processes``: SMILES validation processes (None: :func:`planning_processes`); the
+    plan does not depend on it."""
+    from qmgen.chem.readers import detect_format
+
+    input_path = Path(input_path)
+    input_sha256 = input_sha256 or sha256_file(input_path)
+    fmt = detect_format(input_path, options.format)
+    shapes = ShapeIds(options)
+    texts: list[PlanItem] | None = None
+    if fmt == "smiles":
+        cols = _scan_smiles(input_path, options, shapes, planning_processes(input_path, processes))
+    else:
+        cols, texts = _scan_records(input_path, options, shapes)
+    records = cols.table()
+    del cols
+    n_valid = int((records.status == int(Status.OK)).sum())
+    n_records = len(records)
+    order, in_order, bounds, conformers, cost, shard_size = _shards(records, shapes, options)
+    del records
+    if texts is not None:
+        texts = [texts[i] for i in order.tolist()]
     return Plan(
         options=options,
         input_sha256=input_sha256,
-        shards=shards,
-        n_records=len(items),
-        n_valid=len(valid),
+        input_path=input_path,
+        format=fmt,
+        records=in_order,
+        bounds=bounds,
+        shard_conformers=conformers,
+        shard_cost=cost,
+        shape_keys=shapes.keys,
+        n_records=n_records,
+        n_valid=n_valid,
         shard_size=shard_size,
+        texts=texts,
     )
 
 

@@ -21,14 +21,23 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qmgen.errors import QmgenError, UserError, environment_problem
 from qmgen.pipeline.lock import LOCK_NAME, DirectoryLock
-from qmgen.pipeline.plan import GenerateOptions, Plan, make_plan, option_changes
+from qmgen.pipeline.plan import (
+    GenerateOptions,
+    InputChangedError,
+    Plan,
+    make_plan,
+    option_changes,
+)
 from qmgen.status import Status
 from qmgen.storage import manifest as mf
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
@@ -190,9 +199,9 @@ def prepare_directory(root: Path, config: dict, new: bool) -> bool:
     return True
 
 
-def _check_plan(root: Path, plan_doc: dict, resuming: bool) -> None:
+def _check_plan(root: Path, plan_hash: str, resuming: bool) -> None:
     stored = _stored(root, PLAN_NAME, check_plan)
-    if resuming and stored is not None and stored["plan_hash"] != plan_doc["plan_hash"]:
+    if resuming and stored is not None and stored["plan_hash"] != plan_hash:
         raise DatasetExistsError(
             f"the shard plan of this input differs from {root / PLAN_NAME} although the "
             "options match (another qmgen version?); pass --new to start over"
@@ -272,7 +281,8 @@ def generate(
     """Compute a dataset from ``input_path`` into ``out_dir``; resumes an unfinished one.
 
     ``options``: :class:`~qmgen.pipeline.plan.GenerateOptions` fields (``xc``, ``basis``,
-    ``grid_level``, ``precision``, ``forces``, ``conformers``, ``shard_size``, ...).
+    ``grid_level``, ``precision``, ``forces``, ``conformers``, ``shard_size``,
+    ``split="K/N"`` for job K of N of a job array, ...).
     Execution: ``workers`` local worker processes (default: one per GPU, else per core),
     or ``scheduler`` (address of an existing Dask scheduler), or ``client`` (a connected
     ``distributed.Client``, left open). ``new`` deletes a dataset already in ``out_dir``
@@ -331,23 +341,16 @@ def generate(
         t0 = time.perf_counter()
         plan = make_plan(input_path, opts, config["input"]["sha256"])
         t_plan = time.perf_counter() - t0
-        plan_doc = plan.to_json()
-        _check_plan(root, plan_doc, resuming)
-        atomic_write_text(root / PLAN_NAME, _dumps(plan_doc))
-        config.update(plan_hash=plan_doc["plan_hash"])
+        _check_plan(root, plan.plan_hash, resuming)
+        plan.write_json(root / PLAN_NAME)  # streamed, shard by shard
+        config.update(plan_hash=plan.plan_hash)
         atomic_write_text(root / CONFIG_NAME, _dumps(config))
         (root / mf.SHARDS_DIR).mkdir(exist_ok=True)
         from qmgen.storage.writer import remove_stale_tmp
 
         remove_stale_tmp(root / mf.SHARDS_DIR)
-        plan_ids = {s.shard_id for s in plan.shards}
-        try:
-            done = {k: v for k, v in mf.completed_shards(root).items() if k in plan_ids}
-        except mf.DatasetIndexError as err:
-            raise DatasetExistsError(
-                f"{err}; remove that line to recompute its shard, or pass --new to start over"
-            ) from None
-        todo = [s for s in plan.shards if s.shard_id not in done]
+        done, old_devices = _completed(root, plan.n_shards)
+        todo = np.flatnonzero(~done)
         log.info(
             "plan: %d input records (%d valid, %d failed validation) -> %d shards of <= %d "
             "conformers, %d planned conformers; %.2f s%s",
@@ -358,11 +361,12 @@ def generate(
             plan.shard_size,
             plan.n_planned,
             t_plan,
-            f"; resuming: {len(done)} shards already done" if resuming else "",
+            f"; resuming: {int(done.sum())} shards already done" if resuming else "",
         )
         attrs = dataset_attrs(plan, input_path.resolve())
         run = _Run(root, plan, attrs, done, progress, task, conformer_processes)
-        if todo:
+        run.devices |= old_devices
+        if len(todo):
             with ExitStack() as stack:
                 client = _client(stack, client, scheduler, workers, allowed_failures)
                 run.execute(client, todo)
@@ -400,19 +404,61 @@ def _client(stack: ExitStack, client, scheduler, workers, allowed_failures):
     return stack.enter_context(client)
 
 
-class _Run:
-    """State of one driver run: submission window, commits, progress, totals."""
+def _completed(root: Path, n_shards: int) -> tuple[np.ndarray, set[str]]:
+    """Shards of the plan already done (bool, one per shard id) and the devices that
+    computed them, from :func:`~qmgen.storage.manifest.completed_shards`."""
+    try:
+        entries = mf.completed_shards(root)
+    except mf.DatasetIndexError as err:
+        raise DatasetExistsError(
+            f"{err}; remove that line to recompute its shard, or pass --new to start over"
+        ) from None
+    done = np.zeros(n_shards, dtype=bool)
+    devices: set[str] = set()
+    for shard_id, entry in entries.items():
+        if 0 <= shard_id < n_shards:
+            done[shard_id] = True
+            if entry.get("device"):
+                devices.add(entry["device"])
+    return done, devices
 
-    def __init__(
-        self, root: Path, plan: Plan, attrs: dict, done: dict, progress: bool, task, processes
-    ):
+
+class _Queue:
+    """Shard ids to submit, in order: a cursor over an array (O(1) per pop)."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids, self.next = ids, 0
+
+    def __bool__(self) -> bool:
+        return self.next < len(self.ids)
+
+    def popleft(self) -> int:
+        self.next += 1
+        return int(self.ids[self.next - 1])
+
+
+def submission_order(plan: Plan, todo: np.ndarray) -> np.ndarray:
+    """Shard ids ``todo`` by largest estimated cost first (ties: by id), so the last
+    shards to finish are small ones."""
+    todo = np.asarray(todo, dtype=np.int64)
+    return todo[np.lexsort((todo, -plan.shard_cost[todo]))]
+
+
+class _Run:
+    """State of one driver run: submission window, commits, progress, totals.
+
+    Memory does not grow with finished shards: done shards are a bool array (one per
+    shard id), totals are counters, and a shard's items exist only while it is in flight.
+    """
+
+    def __init__(self, root: Path, plan: Plan, attrs: dict, done, progress: bool, task, processes):
         from qmgen.pipeline.task import run_shard
 
         self.root, self.plan, self.attrs = root, plan, attrs
         self.task = task or run_shard
         self.conformer_processes = None if processes is None else int(processes)
-        self.done = dict(done)  # shard_id -> manifest entry
-        self.by_id = {s.shard_id: s for s in plan.shards}
+        self.done = np.array(done, dtype=bool)  # by shard id
+        self.n_done = int(self.done.sum())
         self.errors: dict[int, str] = {}
         self.timing: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
@@ -423,12 +469,13 @@ class _Run:
 
     # -------------------------------------------------------------- execution
     def execute(self, client, todo) -> None:
+        """Compute shards ``todo`` (ids) on ``client``: a window of about two shards per
+        worker in flight, each committed as it finishes."""
         from distributed import as_completed
 
         from qmgen.pipeline import cluster
 
-        # largest estimated cost first, so the last shards to finish are small ones
-        queue = sorted(todo, key=lambda s: (-s.cost, s.shard_id))
+        queue = _Queue(submission_order(self.plan, todo))
         self.bar = self._bar()
         ac = as_completed()
         inflight: dict = {}
@@ -438,7 +485,7 @@ class _Run:
             key = f"qmgen-shard-{tag}-{shard.shard_id:06d}" + (f"-{attempt}" if attempt else "")
             payload = dict(
                 shard_id=shard.shard_id,
-                items=shard.items,
+                items=shard.items,  # made now, dropped with the shard when it is done
                 options=self.plan.options,
                 root=str(self.root.resolve()),
                 attrs=self.attrs,
@@ -448,20 +495,20 @@ class _Run:
             inflight[fut.key] = (shard, attempt)
             ac.add(fut)
 
-        isolated: list = []  # shards whose worker died, retried alone before they are blamed
+        isolated: deque = deque()  # shards whose worker died, retried alone before blamed
 
         def refill():
             if isolated:  # drain the cluster, then run the suspect with nothing beside it
                 if not inflight:
-                    shard, attempt = isolated.pop(0)
+                    shard, attempt = isolated.popleft()
                     submit(shard, attempt)
                 return
             window = max(4, 2 * cluster.n_workers(client))
             while queue and len(inflight) < window:
-                submit(queue.pop(0))
+                submit(self.plan.shards[queue.popleft()])
 
-        refill()
         try:
+            refill()
             for fut in ac:
                 shard, attempt = inflight.pop(fut.key)
                 try:
@@ -475,6 +522,9 @@ class _Run:
                 elif retry:
                     submit(shard, attempt + 1)
                 refill()
+        except InputChangedError:
+            client.cancel(list(ac.futures))
+            raise
         finally:
             if self.bar is not None:
                 self.bar.close()
@@ -517,7 +567,8 @@ class _Run:
         return False
 
     def _record(self, shard, info: dict, entry: dict) -> None:
-        self.done[shard.shard_id] = entry
+        self.done[shard.shard_id] = True
+        self.n_done += 1
         self.computed += 1
         self.rows += info["n_rows"]
         self.n_conformers += info.get("n_conformers", 0)
@@ -531,8 +582,8 @@ class _Run:
             "waited %.2f s for them), compute %.2f s (after %.2f s waiting for the device), "
             "write %.3f s; %s",
             shard.shard_id,
-            len(self.done),
-            len(self.plan.shards),
+            self.n_done,
+            self.plan.n_shards,
             info["n_rows"],
             info["n_failures"],
             t.get("conformers", 0.0),
@@ -544,7 +595,7 @@ class _Run:
         )
         if self.bar is not None:
             self.bar.set_postfix(
-                shards=f"{len(self.done)}/{len(self.plan.shards)}",
+                shards=f"{self.n_done}/{self.plan.n_shards}",
                 failed=sum(self.failures.values()),
                 refresh=False,
             )
@@ -555,7 +606,7 @@ class _Run:
             return None
         from tqdm.auto import tqdm
 
-        initial = sum(self.by_id[k].n_conformers for k in self.done)
+        initial = int(self.plan.shard_conformers[self.done].sum())
         return tqdm(
             total=self.plan.n_planned,
             initial=initial,
@@ -568,14 +619,14 @@ class _Run:
     # -------------------------------------------------------------- the end
     def finish(self, t_start: float, t_plan: float) -> dict:
         """Write index.json when every shard is done; log and return the summary."""
-        missing = [s.shard_id for s in self.plan.shards if s.shard_id not in self.done]
+        missing = np.flatnonzero(~self.done).tolist()
         wall = time.perf_counter() - t_start
         summary = dict(
             out_dir=str(self.root),
             complete=not missing,
-            n_shards=len(self.plan.shards),
+            n_shards=self.plan.n_shards,
             n_shards_computed=self.computed,
-            n_shards_skipped=len(self.done) - self.computed,
+            n_shards_skipped=self.n_done - self.computed,
             n_input_records=self.plan.n_records,
             n_rows_computed=self.rows,
             n_conformers_computed=self.n_conformers,
@@ -604,14 +655,13 @@ class _Run:
         if missing:
             summary["missing_shards"] = missing
             raise PipelineError(
-                f"{len(missing)} of {len(self.plan.shards)} shards are not done "
+                f"{len(missing)} of {self.plan.n_shards} shards are not done "
                 f"({'; '.join(f'shard {k}: {v}' for k, v in sorted(self.errors.items())[:5])}); "
                 "finished shards are kept: rerun the same command to retry the others"
             )
         attrs = dict(self.attrs, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        attrs.update(devices=sorted(self.devices | _old_devices(self.done)))
-        entries = [self.done[s.shard_id] for s in self.plan.shards]
-        index = mf.write_index(self.root, attrs, entries)
+        attrs.update(devices=sorted(self.devices))
+        index = mf.write_index(self.root, attrs, self._index_entries())
         shutil.rmtree(self.root / mf.SHARDS_DIR / ".staging", ignore_errors=True)
         summary.update(n_rows=index["n_rows"], n_failures=index["n_failures"])
         log.info(
@@ -619,10 +669,15 @@ class _Run:
             self.root,
             index["n_rows"],
             index["n_failures"],
-            len(entries),
+            index["n_shards"],
         )
         return summary
 
-
-def _old_devices(done: dict) -> set:
-    return {e["device"] for e in done.values() if e.get("device")}
+    def _index_entries(self) -> Iterator[dict]:
+        """The manifest's entries of this plan's shards, streamed in append order
+        (:func:`~qmgen.storage.manifest.write_index` keeps the last one per shard: the
+        one checked when resuming, or committed by this run)."""
+        n_shards = self.plan.n_shards
+        for entry in mf.iter_manifest(self.root):
+            if entry["shard_id"] < n_shards:
+                yield entry
