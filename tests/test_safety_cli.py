@@ -227,7 +227,7 @@ def test_wait_queues_behind_the_holder(bad_input, tmp_path):
 
 def test_ctrl_c_is_exit_130_and_resumes(tmp_path):
     inp = tmp_path / "many.smi"
-    inp.write_text("\n".join(BAD_LINES * 40) + "\n")  # 240 lines, one shard each
+    inp.write_text("\n".join(BAD_LINES * 100) + "\n")  # 600 lines, one shard each
     out = tmp_path / "ds"
     base = ["generate", inp, "--out", out, "--workers", "1", "--shard-size", "1"]
     proc = _popen([*base, "--no-progress"])
@@ -242,11 +242,11 @@ def test_ctrl_c_is_exit_130_and_resumes(tmp_path):
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "Exception" not in stderr, stderr[-3000:]
     assert stderr.strip().splitlines()[-1].endswith("rerun the same command to go on")
-    assert 0 < len(mf.read_manifest(out)) < 240 and not (out / mf.INDEX_NAME).exists()
+    assert 0 < len(mf.read_manifest(out)) < 600 and not (out / mf.INDEX_NAME).exists()
     assert gen(inp, out, "--shard-size", "1").returncode == 0
     assert cli("verify", out).returncode == 0
     ds = qmgen.open_dataset(out)
-    assert sorted(f["molecule_index"] for f in ds.failures) == list(range(240))
+    assert sorted(f["molecule_index"] for f in ds.failures) == list(range(600))
 
 
 def _full_disk_task(calls_dir):
