@@ -5,7 +5,8 @@
 ``generate`` does) and runs :func:`qmgen.pipeline.plan.make_plan` and
 :meth:`~qmgen.pipeline.plan.Plan.write_json`, nothing else. Reported: wall time per
 step, resident memory after the imports and its peak (``ru_maxrss``) over the run, the
-peak of the validation pool's processes, and the plan's own columns (bytes per record).
+peak of the validation pool's processes (their resident memory summed, sampled every
+0.2 s) and the plan's own columns (bytes per record).
 
 The input: realistic molecules of the QM1B size range, the SMILES of ``qmgen sample``
 (random valid closed-shell molecules of 9, 10 and 11 heavy atoms of C, N, O, F; seeded,
@@ -95,15 +96,47 @@ def vm_rss_kb() -> int:
     return 0
 
 
+class PoolMemory:
+    """Peak summed resident memory of this process's children (the validation pool),
+    sampled every 0.2 s in a thread."""
+
+    def __init__(self):
+        import psutil
+
+        self.me, self.peak_mb, self.n_max = psutil.Process(), 0.0, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self.stop.wait(0.2):
+            total, n = 0, 0
+            for child in self.me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                    n += 1
+                except psutil.Error:
+                    pass
+            self.peak_mb = max(self.peak_mb, total / 2**20)
+            self.n_max = max(self.n_max, n)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def child_plan(path: str, processes: int | None, plan_out: str) -> None:
     """In a fresh process: hash, plan and write plan.json; print the figures as JSON."""
     t0 = time.perf_counter()
-    from qmgen.pipeline.plan import GenerateOptions, make_plan
+    from qmgen.pipeline.plan import GenerateOptions, make_plan, planning_processes
     from qmgen.storage.files import sha256_file
 
     options = GenerateOptions()  # imports what generate imports (JAX, the basis data)
     t_import = time.perf_counter() - t0
     rss0 = vm_rss_kb()
+    pool = PoolMemory()
     t0 = time.perf_counter()
     sha = sha256_file(path)
     t_sha = time.perf_counter() - t0
@@ -114,8 +147,8 @@ def child_plan(path: str, processes: int | None, plan_out: str) -> None:
     plan.write_json(plan_out)
     t_json = time.perf_counter() - t0
     rss1 = vm_rss_kb()
+    pool.close()
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     print(
         json.dumps(
             dict(
@@ -130,7 +163,8 @@ def child_plan(path: str, processes: int | None, plan_out: str) -> None:
                 rss_after_imports_mb=rss0 / 1024,
                 rss_end_mb=rss1 / 1024,
                 peak_rss_mb=usage.ru_maxrss / 1024,
-                pool_peak_rss_mb=children.ru_maxrss / 1024,
+                processes=planning_processes(path, processes),
+                pool_peak_rss_mb=pool.peak_mb,  # summed over the pool's processes
                 plan_bytes_per_record=plan.records.nbytes / max(plan.n_records, 1),
                 plan_json_mb=Path(plan_out).stat().st_size / 2**20,
             )
@@ -245,8 +279,8 @@ def main() -> None:
     print(f"{results['machine']}; {len(base)} distinct molecules in the inputs")
     print(
         f"{'lines':>9} {'records':>9} {'shards':>7} {'sha256 s':>9} {'plan s':>8} "
-        f"{'us/line':>8} {'json s':>7} {'RSS0 MB':>8} {'peak MB':>8} {'pool MB':>8} "
-        f"{'B/rec':>6}"
+        f"{'us/line':>8} {'json s':>7} {'RSS0 MB':>8} {'peak MB':>8} {'pool':>4} "
+        f"{'pool MB':>8} {'B/rec':>6}"
     )
     for n in args.lines:
         path = make_input(out / f"input-{n}.smi", n, base)
@@ -256,7 +290,7 @@ def main() -> None:
         print(
             f"{n:>9} {r['n_records']:>9} {r['n_shards']:>7} {r['sha256_s']:>9.2f} "
             f"{r['plan_s']:>8.1f} {1e6 * r['plan_s'] / n:>8.0f} {r['plan_json_s']:>7.2f} "
-            f"{r['rss_after_imports_mb']:>8.0f} {r['peak_rss_mb']:>8.0f} "
+            f"{r['rss_after_imports_mb']:>8.0f} {r['peak_rss_mb']:>8.0f} {r['processes']:>4} "
             f"{r['pool_peak_rss_mb']:>8.0f} {r['plan_bytes_per_record']:>6.0f}",
             flush=True,
         )

@@ -255,7 +255,7 @@ def test_plan_columns_are_compact(smi, tmp_path):
     big = tmp_path / "big.csv"
     big.write_bytes(smi.read_bytes() * 50)
     plan = make_plan(big, GenerateOptions(shard_size=10))
-    assert plan.records.nbytes / plan.n_records == 29  # bytes per record
+    assert plan.records.nbytes / plan.n_records == 33  # bytes per record
     assert plan.bounds.dtype == np.int64 and len(plan.bounds) == plan.n_shards + 1
     assert len(plan.shape_keys) < 20  # shapes are ids into a small table
 
@@ -266,3 +266,35 @@ def test_submission_order_is_by_cost_then_id(smi):
     expected = sorted(todo.tolist(), key=lambda i: (-plan.shards[i].cost, i))
     assert submission_order(plan, todo).tolist() == expected
     assert plan.shards[-1].cost == 0.0 and plan.shards[0].cost > 0
+
+
+def test_a_deleted_input_is_refused_when_a_shard_is_submitted(smi):
+    plan = make_plan(smi, GenerateOptions(shard_size=4))
+    smi.unlink()
+    with pytest.raises(InputChangedError, match="cannot be read any more"):
+        plan.shards[0].items  # noqa: B018 - made on access
+
+
+def test_the_index_is_built_from_the_streamed_manifest(tmp_path):
+    """A resumed run's index: the entry checked or committed last per shard, streamed;
+    a superseded line naming another file is passed over."""
+    from qmgen.pipeline.run import generate
+    from qmgen.storage import manifest as mf
+    from qmgen.storage.table import shard_relpath
+
+    inp = tmp_path / "bad.smi"
+    inp.write_text("C1CC a\nXx1 b\n[CH3] c\n[Si] d\n[NH4] e\nxx f\n")
+    out = tmp_path / "ds"
+    first = generate(inp, out, workers=1, progress=False, shard_size=2)
+    assert first["complete"] and first["n_shards"] == 3 and first["n_failures"] == 6
+    entries = mf.read_manifest(out)
+    stale = dict(entries[0], file=shard_relpath(1))  # shard 0's line, another shard's file
+    with open(out / mf.MANIFEST_NAME, "a") as fh:
+        fh.write(json.dumps(stale) + "\n")
+    (out / mf.INDEX_NAME).unlink()
+    again = generate(inp, out, workers=1, progress=False, shard_size=2)
+    assert again["n_shards_computed"] == 1 and again["n_shards_skipped"] == 2
+    index = mf.read_index(out)
+    assert index["n_shards"] == 3 and index["n_failures"] == 6 and index["n_rows"] == 0
+    assert [s["file"] for s in index["table"]] == [shard_relpath(i) for i in range(3)]
+    assert index["attrs"]["devices"] == [mf.read_manifest(out)[-1]["device"]]

@@ -17,7 +17,7 @@ shard -> input indices map and its hash; ``config.json`` the options and their h
 
 **Memory and time at scale** (a million-line input): the plan holds per record only
 NumPy columns (:class:`RecordTable`: input index, status, shape id and, for SMILES, the
-byte span and CRC-32 of its line: 29 bytes a record) and per shard its bounds, planned
+byte span and CRC-32 of its line: 33 bytes a record) and per shard its bounds, planned
 conformers and cost. A shard's :class:`PlanItem` list (input text, canonical SMILES,
 name, message) is made only when the shard is submitted (:meth:`Plan.shard_items`): its
 lines are read again from the input file, checked against their CRC-32 (a changed input
@@ -289,9 +289,9 @@ class RecordTable:
     """Per-record columns of a plan, in shard order (length n_records each).
 
     molecule_index (int64): input index; status (int8): validation status; shape (int32):
-    id of the shape key in :attr:`Plan.shape_keys` (-1 for invalid records); offset
-    (int64) and length (int32): the byte span of the record's line in a SMILES input
-    (-1 otherwise); crc (uint32): CRC-32 of those bytes.
+    id of the shape key in :attr:`Plan.shape_keys` (-1 for invalid records); offset and
+    length (int64): the byte span of the record's line in a SMILES input (-1 otherwise);
+    crc (uint32): CRC-32 of those bytes. 33 bytes a record.
     """
 
     molecule_index: np.ndarray
@@ -630,7 +630,7 @@ class _Columns:
 
     def __init__(self):
         self.index, self.status, self.shape = array("q"), array("b"), array("i")
-        self.offset, self.length, self.crc = array("q"), array("i"), array("I")
+        self.offset, self.length, self.crc = array("q"), array("q"), array("I")
 
     def add(self, index, status, shape, offset=-1, length=-1, crc=0) -> None:
         self.index.append(index)
@@ -647,7 +647,7 @@ class _Columns:
             status=np.array(self.status, dtype=np.int8),
             shape=np.array(self.shape, dtype=np.int32),
             offset=np.array(self.offset, dtype=np.int64),
-            length=np.array(self.length, dtype=np.int32),
+            length=np.array(self.length, dtype=np.int64),
             crc=np.array(self.crc, dtype=np.uint32),
         )
 
@@ -821,7 +821,14 @@ def _read_items(path, records: RecordTable, options: GenerateOptions) -> list[Pl
 
     chem = options.chem_options(0)
     items = []
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as err:
+        raise InputChangedError(
+            f"the input file {str(path)!r} cannot be read any more ({err.strerror or err}); "
+            "restore it and rerun the same command"
+        ) from None
+    with fh:
         for index, offset, length, crc, status in zip(
             records.molecule_index.tolist(),
             records.offset.tolist(),

@@ -43,6 +43,7 @@ from qmgen.storage import manifest as mf
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
 from qmgen.storage.runfiles import CONFIG_NAME, PLAN_NAME, check_config, check_plan, read_json
 from qmgen.storage.schema import SCHEMA_VERSION
+from qmgen.storage.table import shard_relpath
 
 log = logging.getLogger("qmgen.pipeline")
 
@@ -679,5 +680,6 @@ class _Run:
         one checked when resuming, or committed by this run)."""
         n_shards = self.plan.n_shards
         for entry in mf.iter_manifest(self.root):
-            if entry["shard_id"] < n_shards:
-                yield entry
+            sid = entry["shard_id"]
+            if sid < n_shards and entry["file"] == shard_relpath(sid):
+                yield entry  # (an entry elsewhere never counted as done: superseded)
