@@ -2,7 +2,8 @@
 
 Fabricates a dataset of N shards from one small synthetic shard (written by qmgen's
 writer: ``--rows`` conformers of ~20 atoms with forces), hard-linked N times into the
-nested layout, with a manifest line per shard and the compact index written by
+nested layout (a fresh copy every 30,000 links: ext4's limit is 65,000 per file), with
+a manifest line per shard and the compact index written by
 ``qmgen.storage.manifest.write_index``, then measures, each reader in a fresh process:
 
 - ``open``: wall time of ``qmgen.open_dataset(DIR)`` and the process's resident memory
@@ -47,6 +48,9 @@ from qmgen.storage import manifest as mf  # noqa: E402
 from qmgen.storage.writer import write_shard  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
+# ext4 allows 65,000 names per file: every 30,000 shards start from a fresh copy, so that
+# a merge of the dataset (30,000 more links each) still links rather than copies
+LINKS_PER_FILE = 30_000
 ATTRS = dict(xc="b3lyp5", basis="sto-3g", grid_level=0, precision="float64", synthetic=True)
 
 READER = r"""
@@ -108,10 +112,11 @@ def fabricate(root: Path, n: int, template: Path, copies: bool, legacy: bool) ->
             dst = mf.shard_path(root, sid)
             if sid % 1000 == 0:
                 dst.parent.mkdir(parents=True, exist_ok=True)
-            if copies:
+            if copies or sid % LINKS_PER_FILE == 0:
                 shutil.copyfile(template, dst)
+                base = dst
             else:
-                os.link(template, dst)
+                os.link(base, dst)
             e = dict(
                 shard_id=sid,
                 file=dst.relative_to(root).as_posix(),
