@@ -255,6 +255,8 @@ class ShardPlan:
 
     @functools.cached_property
     def items(self) -> list[PlanItem]:
+        """The items, made on first access (:meth:`Plan.shard_items`) and kept by this
+        object only."""
         return self.plan.shard_items(self.shard_id)
 
     def __repr__(self) -> str:
@@ -306,18 +308,13 @@ class RecordTable:
 
     def take(self, order) -> RecordTable:
         """The records at positions ``order`` (an index array or a slice)."""
-        return RecordTable(**{f.name: getattr(self, f.name)[order] for f in _fields(self)})
-
-    def slice(self, span: slice) -> RecordTable:
-        return self.take(span)
+        columns = dataclasses.fields(self)
+        return RecordTable(**{c.name: getattr(self, c.name)[order] for c in columns})
 
     @property
     def nbytes(self) -> int:
-        return sum(getattr(self, f.name).nbytes for f in _fields(self))
-
-
-def _fields(obj):
-    return dataclasses.fields(obj)
+        """Bytes held by the columns."""
+        return sum(getattr(self, c.name).nbytes for c in dataclasses.fields(self))
 
 
 @dataclass(repr=False)
@@ -377,7 +374,7 @@ class Plan:
         span = self.span(shard_id)
         if self.texts is not None:
             return self.texts[span]
-        return _read_items(self.input_path, self.records.slice(span), self.options)
+        return _read_items(self.input_path, self.records.take(span), self.options)
 
     # ------------------------------------------------------------ plan.json
     def _head(self) -> dict:
@@ -816,7 +813,10 @@ def _scan_records(path, options: GenerateOptions, shapes: ShapeIds):
 def _read_items(path, records: RecordTable, options: GenerateOptions) -> list[PlanItem]:
     """Items of SMILES records, read again from their byte spans in ``path`` and validated
     again (the reader's own per-line function): the items :func:`qmgen.chem.iter_smiles`
-    gives. Raises :class:`InputChangedError` when a line's bytes or status changed."""
+    gives. Raises :class:`InputChangedError` when a line's bytes changed (CRC-32) or the
+    file cannot be read. (A status other than the planned one, which would be a bug, is
+    logged and the item keeps the status found now: its line still ends as rows or one
+    failure record.)"""
     from qmgen.chem.readers import smiles_line, smiles_line_record
 
     chem = options.chem_options(0)
@@ -840,15 +840,25 @@ def _read_items(path, records: RecordTable, options: GenerateOptions) -> list[Pl
             fh.seek(offset)
             data = fh.read(length)
             line = smiles_line(index, data) if zlib.crc32(data) == crc else None
-            rec = smiles_line_record(index, line, chem) if line is not None else None
-            if rec is None or int(rec.status) != status:
+            if line is None:
                 raise InputChangedError(
                     f"the input file {str(path)!r} changed while qmgen generate was running "
                     f"(line {index + 1} is not what was planned); restore it and rerun the "
                     "same command, or pass --new to start over with its new content"
                 )
+            rec = smiles_line_record(index, line, chem)
+            if int(rec.status) != status:
+                log.error(
+                    "line %d: planned as %s, validated now as %s (a bug in qmgen: please "
+                    "report this line); it is computed as validated now",
+                    index + 1,
+                    Status(status).name,
+                    rec.status.name,
+                )
             items.append(
-                PlanItem(index, "smiles", rec.raw, status, rec.message, rec.smiles, rec.name)
+                PlanItem(
+                    index, "smiles", rec.raw, int(rec.status), rec.message, rec.smiles, rec.name
+                )
             )
     return items
 
