@@ -141,6 +141,13 @@ def iter_smiles(lines: Iterable[bytes | str], options: ChemOptions | None = None
     Blank lines, ``#`` comments and a leading header line are skipped (no record).
     """
     options = ChemOptions.make(options, **overrides)
+    for index, _, line in record_lines(lines):
+        yield smiles_line_record(index, line, options)
+
+
+def record_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, bytes | str, SmilesLine]]:
+    """``(index, data, line)`` of the lines that give records: :func:`smiles_line` of each
+    raw line ``data``, without blanks, comments and a leading header line."""
     seen_content = False
     for index, data in enumerate(lines):
         line = smiles_line(index, data)
@@ -150,7 +157,7 @@ def iter_smiles(lines: Iterable[bytes | str], options: ChemOptions | None = None
             seen_content = True
             if is_header(line):
                 continue
-        yield smiles_line_record(index, line, options)
+        yield index, data, line
 
 
 SmilesLine = tuple[str, "str | None", str, str]  # (text, problem, smiles, name)

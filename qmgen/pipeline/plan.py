@@ -52,7 +52,7 @@ import numpy as np
 
 from qmgen.errors import UserError
 from qmgen.status import Status
-from qmgen.storage.files import fsync, sha256_file
+from qmgen.storage.files import atomic_write_pieces, sha256_file
 from qmgen.storage.runfiles import json_digest
 
 AUTO_SHARD_TARGET = 8  # auto shard size: about this many shards for small inputs...
@@ -414,20 +414,8 @@ class Plan:
         """Write plan.json to ``path`` atomically, shard by shard (the text
         ``json.dumps(self.to_json(), indent=1, sort_keys=True) + "\\n"``); returns the
         plan hash."""
-        path = Path(path)
         head = dict(self._head(), plan_hash=self.plan_hash)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for piece in _indented_pieces(head, self._shard_docs()):
-                    fh.write(piece)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        fsync(path.parent, directory=True)
+        atomic_write_pieces(path, _indented_pieces(head, self._shard_docs()))
         return self.plan_hash
 
 
@@ -661,26 +649,25 @@ def _smiles_lines(path, options: GenerateOptions) -> Iterator[tuple]:
     """``(index, offset, data, smiles)`` of the record lines of a SMILES input that this
     job keeps (``limit`` counted over the whole input, then ``split``); ``smiles`` is
     None where the line is invalid without RDKit (binary, empty SMILES field)."""
-    from qmgen.chem.readers import is_header, smiles_line
+    from qmgen.chem.readers import record_lines
 
     keep = _selector(options)
-    seen_content, n_records, offset = False, 0, 0
+    starts = [0]  # byte offset of the line being read (lines are read in order)
+
+    def counted(fh):
+        for data in fh:
+            yield data
+            starts[0] += len(data)
+
+    n_records = 0
     with open(path, "rb") as fh:
-        for index, data in enumerate(fh):
-            start, offset = offset, offset + len(data)
-            line = smiles_line(index, data)
-            if line is None:
-                continue
-            if not seen_content:
-                seen_content = True
-                if is_header(line):
-                    continue
+        for index, data, line in record_lines(counted(fh)):
             if options.limit is not None and n_records >= options.limit:
                 return
             n_records += 1
             if keep(index):
                 smiles = line[2] if line[1] is None and line[2] else None
-                yield index, start, data, smiles
+                yield index, starts[0], data, smiles
 
 
 def _chunks(lines: Iterator[tuple], size: int) -> Iterator[list[tuple]]:

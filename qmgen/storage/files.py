@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -32,11 +33,18 @@ def fsync(path, directory: bool = False) -> None:
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same directory, fsync and
     rename, then fsync the directory: ``path`` holds the old bytes or the new, never part."""
+    atomic_write_pieces(path, [data])
+
+
+def atomic_write_pieces(path, pieces: Iterable[bytes | str]) -> None:
+    """:func:`atomic_write_bytes` of a stream of pieces (str as UTF-8), so a large file
+    is written without being held in memory."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            for piece in pieces:
+                fh.write(piece.encode("utf-8") if isinstance(piece, str) else piece)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
