@@ -167,6 +167,7 @@ def child_plan(path: str, processes: int | None, plan_out: str) -> None:
                 pool_peak_rss_mb=pool.peak_mb,  # summed over the pool's processes
                 plan_bytes_per_record=plan.records.nbytes / max(plan.n_records, 1),
                 plan_json_mb=Path(plan_out).stat().st_size / 2**20,
+                plan_hash=plan.plan_hash,
             )
         )
     )
@@ -179,7 +180,7 @@ def measure_plan(path: Path, processes: int | None, out: Path) -> dict:
         "--child-plan",
         str(path),
         "--plan-out",
-        str(out / "plan.json"),
+        str(out / f"plan-{path.stem}.json"),
     ]
     if processes is not None:
         cmd += ["--processes", str(processes)]
