@@ -121,7 +121,8 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING)
     from qmgen.pipeline.cluster import default_workers
-    from qmgen.pipeline.plan import GenerateOptions, make_plan
+    from qmgen.pipeline.options import GenerateOptions
+    from qmgen.pipeline.plan import make_plan
 
     workers = args.workers or default_workers()
     tmp = Path(tempfile.mkdtemp(prefix="qmgen-bench-"))

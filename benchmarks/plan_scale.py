@@ -130,7 +130,9 @@ class PoolMemory:
 def child_plan(path: str, processes: int | None, plan_out: str) -> None:
     """In a fresh process: hash, plan and write plan.json; print the figures as JSON."""
     t0 = time.perf_counter()
-    from qmgen.pipeline.plan import GenerateOptions, make_plan, planning_processes
+    from qmgen.pipeline.options import GenerateOptions
+    from qmgen.pipeline.plan import make_plan
+    from qmgen.pipeline.records import planning_processes
     from qmgen.storage.files import sha256_file
 
     options = GenerateOptions()  # imports what generate imports (JAX, the basis data)

@@ -105,6 +105,9 @@ def test_same_input_twice_is_refused_unless_disjoint_splits(sources, tmp_path):
     _edit_attrs(b, config=dict(ATTRS["config"], split=None))
     with pytest.raises(MergeError, match="same input lines twice"):
         merge(tmp_path / "out", [a, b])
+    _edit_attrs(b, config=dict(ATTRS["config"], split="3/4", limit=10))
+    with pytest.raises(MergeError, match="--limit None and 10"):
+        merge(tmp_path / "out", [a, b])
     _edit_attrs(b, config=dict(ATTRS["config"], split="3/4"))
     ds = qmgen.open_dataset(merge(tmp_path / "out", [a, b])["out_dir"])
     assert [m["split"] for m in ds.attrs["merged_from"]] == ["1/4", "3/4"]

@@ -11,7 +11,8 @@ import pytest
 
 from qmgen.chem import read_molecules
 from qmgen.pipeline.conformers import chunks, rebuild_record
-from qmgen.pipeline.plan import GenerateOptions, auto_shard_size, make_plan
+from qmgen.pipeline.options import GenerateOptions
+from qmgen.pipeline.plan import auto_shard_size, make_plan
 from qmgen.pipeline.run import DatasetExistsError, prepare_directory
 from qmgen.pipeline.task import outcome
 from qmgen.status import Status

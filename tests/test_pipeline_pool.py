@@ -16,7 +16,9 @@ import pytest
 from qmgen.cli import build_parser
 from qmgen.pipeline import conformers
 from qmgen.pipeline.conformers import chunks, record_source
-from qmgen.pipeline.plan import GenerateOptions, PlanItem, make_plan
+from qmgen.pipeline.options import GenerateOptions
+from qmgen.pipeline.plan import make_plan
+from qmgen.pipeline.records import PlanItem
 from qmgen.pipeline.run import generate
 from qmgen.status import Status
 

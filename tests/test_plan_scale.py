@@ -19,13 +19,9 @@ from rdkit import Chem
 from qmgen.chem import read_molecules, smiles_record
 from qmgen.chem.records import ChemOptions
 from qmgen.dft.batching import BucketPolicy, bucket_of
-from qmgen.pipeline.plan import (
-    GenerateOptions,
-    InputChangedError,
-    formula_atoms,
-    make_plan,
-    smiles_status,
-)
+from qmgen.pipeline.options import GenerateOptions
+from qmgen.pipeline.plan import make_plan
+from qmgen.pipeline.records import InputChangedError, formula_atoms, smiles_status
 from qmgen.pipeline.run import submission_order
 from qmgen.status import Status
 from qmgen.storage.runfiles import json_digest

@@ -13,7 +13,8 @@ import pytest
 import qmgen
 from qmgen.cli import main
 from qmgen.pipeline.conformers import rebuild_record
-from qmgen.pipeline.plan import GenerateOptions, make_plan, parse_split
+from qmgen.pipeline.options import GenerateOptions, parse_split
+from qmgen.pipeline.plan import make_plan
 from qmgen.pipeline.run import generate
 from qmgen.status import Status
 

@@ -10,8 +10,8 @@ sources are given, into one dataset directory without recomputing anything:
   forces, conv_tol, max_cycle, conformers, optimize, prune_rms, seed, elements,
   max_atoms), a directory given twice, OUT inside a source, and two sources that would
   store the same input lines twice (same input file, unless both are different parts
-  ``K/N`` of one split). Options that only lay out work (shard size, chunk and batch
-  sizes) may differ.
+  ``K/N`` of one split with the same ``--limit``). Options that only lay out work (shard
+  size, chunk and batch sizes) may differ.
 - **No shard bytes copied** where the file system allows: each shard file is hard-linked
   to its place in OUT (``link``, the default; a copy where the OS refuses the link, e.g.
   across file systems), or moved (``move``: the sources lose their shards) or copied
@@ -83,10 +83,14 @@ def _parts(attrs: dict) -> list[tuple]:
     holds those of all its sources)."""
     merged = attrs.get("merged_from")
     if isinstance(merged, list):
-        return [(m.get("input_sha256"), m.get("split")) for m in merged if isinstance(m, dict)]
+        return [
+            (m.get("input_sha256"), m.get("split"), m.get("limit"))
+            for m in merged
+            if isinstance(m, dict)
+        ]
     source = attrs.get("input")
     sha = source.get("sha256") if isinstance(source, dict) else None
-    return [(sha, _setting(attrs, "split"))]
+    return [(sha, _setting(attrs, "split"), _setting(attrs, "limit"))]
 
 
 def _split(value) -> tuple[int, int] | None:
@@ -103,6 +107,8 @@ def _overlap(a: tuple, b: tuple) -> bool:
     """True when parts ``a`` and ``b`` may hold the same input lines."""
     if a[0] is None or a[0] != b[0]:
         return False  # different (or unknown) inputs: their line numbers do not collide
+    if a[2] != b[2]:
+        return True  # parts of different --limit cuts of one input: not one split
     sa, sb = _split(a[1]), _split(b[1])
     return sa is None or sb is None or sa[1] != sb[1] or sa[0] == sb[0]
 
@@ -150,7 +156,12 @@ def load_sources(out: Path, sources) -> list[dict]:
     for i, (pa, a) in enumerate(parts):
         for pb, b in parts[i + 1 :]:
             if _overlap(a, b):
-                what = f"splits {a[1]} and {b[1]}" if a[1] and b[1] else "no disjoint --split"
+                if a[2] != b[2]:
+                    what = f"--limit {a[2]} and {b[2]}"
+                elif a[1] and b[1]:
+                    what = f"splits {a[1]} and {b[1]}"
+                else:
+                    what = "no disjoint --split"
                 raise MergeError(
                     f"{pa} and {pb} were computed from the same input file ({what}): merging "
                     "them would store the same input lines twice"
@@ -260,6 +271,7 @@ def merge(out_dir, sources, *, mode: str = "link", progress: bool = False) -> di
                         options_hash=attrs.get("options_hash"),
                         input_sha256=(attrs.get("input") or {}).get("sha256"),
                         split=_setting(attrs, "split"),
+                        limit=_setting(attrs, "limit"),
                     )
                 )
                 rows = zip(

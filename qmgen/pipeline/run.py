@@ -31,13 +31,9 @@ import numpy as np
 
 from qmgen.errors import QmgenError, UserError, environment_problem
 from qmgen.pipeline.lock import LOCK_NAME, DirectoryLock
-from qmgen.pipeline.plan import (
-    GenerateOptions,
-    InputChangedError,
-    Plan,
-    make_plan,
-    option_changes,
-)
+from qmgen.pipeline.options import GenerateOptions, option_changes
+from qmgen.pipeline.plan import Plan, make_plan
+from qmgen.pipeline.records import InputChangedError
 from qmgen.status import Status
 from qmgen.storage import manifest as mf
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
@@ -281,7 +277,7 @@ def generate(
 ) -> dict:
     """Compute a dataset from ``input_path`` into ``out_dir``; resumes an unfinished one.
 
-    ``options``: :class:`~qmgen.pipeline.plan.GenerateOptions` fields (``xc``, ``basis``,
+    ``options``: :class:`~qmgen.pipeline.options.GenerateOptions` fields (``xc``, ``basis``,
     ``grid_level``, ``precision``, ``forces``, ``conformers``, ``shard_size``,
     ``split="K/N"`` for job K of N of a job array, ...).
     Execution: ``workers`` local worker processes (default: one per GPU, else per core),

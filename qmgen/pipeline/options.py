@@ -1,0 +1,168 @@
+"""The options of ``qmgen generate`` that decide a dataset's content (hashed into
+``options_hash``; a resume must match them), their checks, and the job's ``--split``."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from qmgen.storage.runfiles import json_digest
+
+_SPLIT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """Options that decide the content of a dataset (hashed; a resume must match them).
+
+    Level of theory: ``xc``, ``basis``, ``grid_level``, ``precision``, ``forces``,
+    ``conv_tol``, ``max_cycle``. Chemistry: ``conformers`` per molecule, ``optimize``
+    ("none"/"mmff"/"uff"), ``prune_rms`` (Angstrom), ``seed``, ``elements``, ``max_atoms``,
+    ``format`` (None: from the extension), ``limit`` (use only the first N input records;
+    None = all). Work layout: ``shard_size`` conformers per
+    shard (0 = automatic, from the input size), ``min_bucket_size`` (shape buckets with
+    fewer conformers are merged within a compute call), ``chunk_size`` (conformers per
+    compute call inside a shard, 0 = the whole shard in one call; with chunks, the next
+    chunk's conformers are made while one computes),
+    ``batch_size`` (molecules per compiled call; None = the engine's default).
+
+    ``split`` ("K/N", 1 <= K <= N; None = the whole input): this job's part of an input
+    shared by N jobs (a job array): the records whose ``molecule_index % N == K - 1``,
+    valid and invalid alike, so every record ends in exactly one job's dataset.
+    ``molecule_index`` stays the index in the whole input, and conformers do not depend
+    on the split (their seeds come from the canonical SMILES). ``limit`` applies first,
+    to the whole input: ``--limit L --split K/N`` is job K's part of the first L records,
+    so the N jobs together hold the records of one run with ``--limit L``. The shards
+    differ from that run's (each job plans its own part; pass ``shard_size`` to fix
+    their size). ``split`` is an option like the others (in ``options_hash`` and
+    config.json), so each job's directory is a dataset of its own; :meth:`to_dict` leaves
+    it out when None, so the options hash of an unsplit run is what it was before
+    ``split`` existed.
+
+    Execution settings that do not change results (workers, scheduler) are not here.
+    """
+
+    xc: str = "b3lyp5"
+    basis: str = "sto-3g"
+    grid_level: int = 0
+    precision: str = "float64"
+    forces: bool = False
+    conv_tol: float = 1e-9
+    max_cycle: int = 50
+    conformers: int = 1
+    optimize: str = "none"
+    prune_rms: float | None = None
+    seed: int = 0
+    elements: str = "H,C,N,O,F"
+    max_atoms: int = 64
+    format: str | None = None
+    limit: int | None = None
+    shard_size: int = 0
+    min_bucket_size: int = 32
+    chunk_size: int = 0
+    batch_size: int | None = None
+    split: str | None = None
+
+    def __post_init__(self):
+        from qmgen.dft.grid import check_level
+        from qmgen.dft.precision import PRECISIONS
+        from qmgen.dft.xc import get_functional
+
+        get_functional(self.xc)
+        check_level(self.grid_level)
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}"
+            )
+        if not (isinstance(self.conv_tol, (int, float)) and 0 < self.conv_tol < 1):
+            raise ValueError(f"conv_tol must be a number in (0, 1), got {self.conv_tol!r}")
+        if self.max_cycle < 1:
+            raise ValueError(f"max_cycle must be >= 1, got {self.max_cycle}")
+        if self.conformers < 1:
+            raise ValueError(f"conformers must be >= 1, got {self.conformers}")
+        for name in ("shard_size", "min_bucket_size", "chunk_size"):
+            if getattr(self, name) < (1 if name == "min_bucket_size" else 0):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {self.limit}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        if self.split is not None:
+            k, n = parse_split(self.split)
+            object.__setattr__(self, "split", f"{k}/{n}")
+        chem = self.chem_options(0)  # validates elements, optimize, prune_rms, max_atoms
+        object.__setattr__(self, "elements", ",".join(sorted(chem.elements)))
+        _check_basis(self.basis)
+
+    def chem_options(self, n_conformers: int | None = None):
+        """The :class:`qmgen.chem.ChemOptions` of these options."""
+        from qmgen.chem import ChemOptions
+
+        return ChemOptions(
+            elements=self.elements,
+            max_atoms=self.max_atoms,
+            n_conformers=self.conformers if n_conformers is None else n_conformers,
+            seed=self.seed,
+            optimize=self.optimize,
+            prune_rms=self.prune_rms,
+        )
+
+    def compute_kwargs(self) -> dict:
+        """Keyword arguments of :func:`qmgen.compute` for these options."""
+        return dict(
+            basis=self.basis,
+            xc=self.xc,
+            grid_level=self.grid_level,
+            precision=self.precision,
+            forces=self.forces,
+            conv_tol=self.conv_tol,
+            max_cycle=self.max_cycle,
+            batch_size=self.batch_size,
+            min_bucket_size=self.min_bucket_size,
+        )
+
+    def to_dict(self) -> dict:
+        """The options as stored in config.json (``split`` only when set)."""
+        out = dataclasses.asdict(self)
+        if out["split"] is None:
+            del out["split"]
+        return out
+
+    def digest(self, input_sha256: str) -> str:
+        """SHA-256 of these options and the input content (the dataset's identity)."""
+        doc = dict(options=self.to_dict(), input_sha256=input_sha256)
+        return json_digest(doc)
+
+
+def parse_split(split) -> tuple[int, int]:
+    """``(K, N)`` of a split ``"K/N"`` (integers, 1 <= K <= N); ``ValueError`` naming
+    the problem otherwise."""
+    m = _SPLIT.fullmatch(split) if isinstance(split, str) else None
+    if m is None:
+        raise ValueError(
+            f"split must be 'K/N' with integers 1 <= K <= N (job K of N, e.g. '1/4'), got {split!r}"
+        )
+    k, n = int(m.group(1)), int(m.group(2))
+    if n < 1:
+        raise ValueError(f"split {split!r}: the number of jobs N must be >= 1")
+    if not 1 <= k <= n:
+        raise ValueError(f"split {split!r}: the job number K must be in 1..{n} (1-based)")
+    return k, n
+
+
+def _check_basis(name: str) -> None:
+    from qmgen.dft.basis import BasisError, structure_of
+
+    try:
+        structure_of(np.array([1]), name)
+    except BasisError as err:
+        raise ValueError(f"unknown basis {name!r}: {err}") from None
+
+
+def option_changes(old: dict, new: dict) -> list[str]:
+    """Human-readable differences between two option dicts ("basis: 'sto-3g' -> '6-31g')."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
