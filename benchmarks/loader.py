@@ -214,7 +214,7 @@ def main() -> None:
             print(f"wrote {args.n} conformers in {seconds:.1f} s ({args.n / seconds:,.0f}/s)")
         ds = open_dataset(root)
         n = len(ds)
-        size = sum(p.stat().st_size for p in (root / mf.SHARDS_DIR).glob("*.h5"))
+        size = sum(p.stat().st_size for p in (root / mf.SHARDS_DIR).rglob("*.h5"))
         mean_atoms = ds.column("n_atoms").mean()
         print(
             f"dataset: {n:,} conformers, {len(ds.shards)} shards, {size / 1e6:.0f} MB, "

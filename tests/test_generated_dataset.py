@@ -109,7 +109,7 @@ def test_verify_and_loader_catch_corruption(dataset, tmp_path, capsys):
     assert cli(["verify", str(dataset)]) == 0
     bad = tmp_path / "bad"
     shutil.copytree(dataset, bad)
-    shard = sorted((bad / "shards").glob("shard-*.h5"))[0]
+    shard = sorted((bad / "shards").rglob("shard-*.h5"))[0]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0x40  # one flipped bit
     shard.write_bytes(bytes(data))
