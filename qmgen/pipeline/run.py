@@ -8,7 +8,7 @@ then is a shard done. At the end it writes ``index.json``.
 
 Crash safety and resume: a rerun of the same command recomputes the (deterministic) plan,
 checks it against ``plan.json``, skips every shard whose manifest line and checksum match
-(:func:`~qmgen.storage.manifest.completed_shards`) and computes the rest. Files written
+(:func:`~qmgen.storage.manifest.iter_completed`) and computes the rest. Files written
 by a worker that died, or by a task whose driver died, stay in the staging folder and are
 never mistaken for finished shards. A worker that dies is replaced and its task rerun by
 Dask; a shard that kills ``allowed_failures + 1`` workers in a row is stored as
@@ -403,20 +403,20 @@ def _client(stack: ExitStack, client, scheduler, workers, allowed_failures):
 
 def _completed(root: Path, n_shards: int) -> tuple[np.ndarray, set[str]]:
     """Shards of the plan already done (bool, one per shard id) and the devices that
-    computed them, from :func:`~qmgen.storage.manifest.completed_shards`."""
+    computed them, streamed from :func:`~qmgen.storage.manifest.iter_completed`."""
+    done = np.zeros(n_shards, dtype=bool)
+    devices: set[str] = set()
     try:
-        entries = mf.completed_shards(root)
+        for entry in mf.iter_completed(root):
+            shard_id = int(entry["shard_id"])
+            if 0 <= shard_id < n_shards:
+                done[shard_id] = True
+                if entry.get("device"):
+                    devices.add(entry["device"])
     except mf.DatasetIndexError as err:
         raise DatasetExistsError(
             f"{err}; remove that line to recompute its shard, or pass --new to start over"
         ) from None
-    done = np.zeros(n_shards, dtype=bool)
-    devices: set[str] = set()
-    for shard_id, entry in entries.items():
-        if 0 <= shard_id < n_shards:
-            done[shard_id] = True
-            if entry.get("device"):
-                devices.add(entry["device"])
     return done, devices
 
 

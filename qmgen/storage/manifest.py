@@ -40,6 +40,8 @@ import re
 import warnings
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from qmgen.errors import QmgenWarning, UserError, excerpt
 from qmgen.storage.files import atomic_write_text, fsync, sha256_file
 from qmgen.storage.schema import READABLE_VERSIONS, SCHEMA_VERSION, json_default
@@ -274,20 +276,35 @@ def latest_entries(entries) -> list[dict]:
 
 
 def completed_shards(root) -> dict[int, dict]:
-    """Shards that count as done: manifest line present and file checksum matching.
+    """Shards that count as done, by shard id (see :func:`iter_completed`)."""
+    return {int(e["shard_id"]): e for e in iter_completed(root)}
 
-    The pipeline resumes by skipping these shard ids and recomputing the others.
-    A line whose file is not where this qmgen puts that shard id never counts.
+
+def iter_completed(root):
+    """Manifest entries of the shards that count as done: the last line of each shard id,
+    its file where this qmgen puts that id, the file's SHA-256 matching the line.
+
+    The pipeline resumes by skipping these shard ids and recomputing the others. Two
+    passes over the manifest (the first keeps 8 bytes a line to find each id's last line),
+    so a million-line manifest is checked without holding its entries.
     """
-    done = {}
-    for entry in latest_entries(read_manifest(root)):
-        path = shard_path(root, entry["shard_id"])
-        if entry["file"] != path.relative_to(root).as_posix():
-            continue
-        shard_file(root, entry["file"], f"{MANIFEST_NAME} (shard {entry['shard_id']})")
-        if path.is_file() and sha256_file(path) == entry["sha256"]:
-            done[int(entry["shard_id"])] = entry
-    return done
+    ids = np.fromiter((e["shard_id"] for e in iter_manifest(root)), dtype=np.int64)
+    if not ids.size:
+        return
+    _, first_from_end = np.unique(ids[::-1], return_index=True)
+    last = np.zeros(ids.size, dtype=bool)
+    last[ids.size - 1 - first_from_end] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QmgenWarning)  # a torn tail: warned on the first pass
+        for k, entry in enumerate(iter_manifest(root)):
+            if k >= ids.size or not last[k]:
+                continue
+            sid = int(entry["shard_id"])
+            if entry["file"] != shard_relpath(sid):
+                continue
+            path = shard_file(root, entry["file"], f"{MANIFEST_NAME} (shard {sid})")
+            if path.is_file() and sha256_file(path) == entry["sha256"]:
+                yield entry
 
 
 def build_index(attrs: dict, entries) -> dict:
