@@ -3,7 +3,7 @@
 The driver (this module) plans (:mod:`qmgen.pipeline.plan`), submits one Dask task per
 shard (:func:`qmgen.pipeline.task.run_shard`) to a local cluster of worker processes or to
 an existing Dask scheduler, and commits each finished shard: it checks the staged file's
-SHA-256, renames it to ``shards/shard-NNNNNN.h5`` and appends the manifest line. Only
+SHA-256, renames it to ``shards/GGGG/shard-NNNNNN.h5`` and appends the manifest line. Only
 then is a shard done. At the end it writes ``index.json``.
 
 Crash safety and resume: a rerun of the same command recomputes the (deterministic) plan,
