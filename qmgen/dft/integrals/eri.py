@@ -7,6 +7,22 @@ McMurchie–Davidson (Helgaker et al. eq. 9.9.33):
    \sum_{\tau\nu\phi} (-1)^{\tau+\nu+\phi} E^{cd}_{\tau\nu\phi}
    R_{t+\tau,u+\nu,v+\phi}(\alpha, \mathbf{R}_{PQ}), \quad \alpha = \frac{pq}{p+q}
 
+**Long-range (erf-attenuated) operator.** With ``omega`` > 0 (1/Bohr) every kernel
+computes :math:`(ab|\mathrm{erf}(\omega r_{12})/r_{12}|cd)` instead, the long-range part
+of range-separated hybrids. Only the Hermite Coulomb integrals change: with
+
+.. math::
+   \alpha_\omega = \frac{\alpha\,\omega^2}{\alpha + \omega^2}
+
+in place of :math:`\alpha` (in the Boys argument :math:`T = \alpha_\omega R_{PQ}^2`
+and in the :math:`(-2\alpha)^n` factors of the R recursion) and the prefactor multiplied
+by :math:`\sqrt{\alpha_\omega/\alpha} = \omega/\sqrt{\alpha + \omega^2}` (references:
+Gill & Adamson, Chem. Phys. Lett. 261, 105 (1996); Ahlrichs, PCCP 8, 3072 (2006)).
+``omega`` = 0 means the full Coulomb operator and traces exactly today's program. It is a
+static Python float, a property of the functional: each new value traces and compiles a
+new program (a tracer is refused). The short-range part erfc(omega r)/r is the full
+integral minus the long-range one.
+
 Work is grouped by quartet class (pairs of shell-pair classes, see ``pairs``) so every
 class is one fixed-shape computation over its unique quartets (8-fold symmetry), in chunks
 of a static size (``lax.map``) to bound memory. Per shell pair, the contraction
@@ -112,8 +128,23 @@ def eri_pair_data(basis: Basis, positions, x: int, y: int) -> dict:
     )
 
 
-def _quartet_kernel(bra: dict, ket: dict, lab: int, lcd: int):
+def _static_omega(omega) -> float:
+    """``omega`` as a Python float (static, finite, >= 0); a traced value is refused."""
+    if isinstance(omega, jax.core.Tracer):
+        raise TypeError("omega must be a static Python float, not a traced JAX value")
+    value = float(omega)
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError(f"omega must be a finite float >= 0 (1/Bohr), got {omega!r}")
+    return value
+
+
+def _quartet_kernel(bra: dict, ket: dict, lab: int, lcd: int, omega: float = 0.0):
     """Contracted integrals of a batch of quartets: (nq, nab, ncd).
+
+    ``bra``/``ket`` hold one pair per quartet (``eri_pair_data``'s fields indexed by
+    quartet). ``omega`` (1/Bohr, static) > 0 gives the long-range operator
+    erf(omega r12)/r12: alpha -> alpha omega^2 / (alpha + omega^2) in the Boys argument
+    and the R recursion, prefactor times omega / sqrt(alpha + omega^2) (module docstring).
 
     The contraction :math:`\\sum E^{ab}_{t} R_{t+\\tau} (-1)^\\tau E^{cd}_{\\tau}` over
     primitive pairs runs bra side first. Where one side is an (s|s)-like pair (total
@@ -123,9 +154,16 @@ def _quartet_kernel(bra: dict, ket: dict, lab: int, lcd: int):
     pb, pk = bra["p"][:, :, None], ket["p"][:, None, :]
     pq, s = pb * pk, pb + pk
     alpha = pq / s
+    scale = None
+    if omega > 0.0:  # static: omega = 0 traces the full-Coulomb program unchanged
+        w2 = omega * omega
+        scale = omega / jnp.sqrt(alpha + w2)  # sqrt(alpha_w / alpha)
+        alpha = alpha * w2 / (alpha + w2)  # alpha_w
     rpq = bra["P"][:, :, None, :] - ket["P"][:, None, :, :]
     t = alpha * jnp.sum(rpq * rpq, axis=-1)
     pref = _PREF / (pq * jnp.sqrt(s))
+    if scale is not None:
+        pref = pref * scale
     ltot = lab + lcd
     f = boys(ltot, t)
     if ltot == 0:
@@ -146,8 +184,9 @@ def _quartet_kernel(bra: dict, ket: dict, lab: int, lcd: int):
     return jnp.einsum("qaku,qkcu->qac", w, ket["E"])
 
 
-def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int):
-    """Unique integrals of quartet class (p, q): (nquartets, n_a, n_b, n_c, n_d)."""
+def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int, omega: float = 0.0):
+    """Unique integrals of quartet class (p, q): (nquartets, n_a, n_b, n_c, n_d), Hartree;
+    ``omega`` (1/Bohr, static) > 0 for the long-range operator erf(omega r12)/r12."""
     (xa, xb), (xc, xd) = pcs[p], pcs[q]
     kinds = basis.kinds
     lab, lcd = kinds[xa].l + kinds[xb].l, kinds[xc].l + kinds[xd].l
@@ -163,43 +202,57 @@ def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int):
         b, k = idx
         bra = {key: v[b] for key, v in bra_all.items()}
         ket = {key: v[k] for key, v in ket_all.items()}
-        return _quartet_kernel(bra, ket, lab, lcd)
+        return _quartet_kernel(bra, ket, lab, lcd, omega)
 
     out = map_chunks(body, (ib, ik), chunk, checkpoint=True)
     shape = (nq, kinds[xa].nsph, kinds[xb].nsph, kinds[xc].nsph, kinds[xd].nsph)
     return out.reshape(shape)
 
 
-def eri_blocks(basis: Basis, positions) -> dict:
-    """Unique (ij|kl) blocks per quartet class, {(P, Q): (nq, n_a, n_b, n_c, n_d)}."""
+def eri_blocks(basis: Basis, positions, omega: float = 0.0) -> dict:
+    """Unique (ij|kl) blocks per quartet class, {(P, Q): (nq, n_a, n_b, n_c, n_d)}.
+
+    ``positions`` (natom, 3) in Bohr; values in Hartree. ``omega`` (static Python float,
+    1/Bohr): 0 for 1/r12, > 0 for the long-range erf(omega r12)/r12 (module docstring).
+    """
+    omega = _static_omega(omega)
     pcs = pair_classes(basis)
     pdata = {pc: eri_pair_data(basis, positions, *pc) for pc in pcs}
-    return {(p, q): _class_block(pdata, basis, pcs, p, q) for p, q in quartet_classes(basis)}
+    return {(p, q): _class_block(pdata, basis, pcs, p, q, omega) for p, q in quartet_classes(basis)}
 
 
-def eri_packed(basis: Basis, positions):
-    """s8-packed ERI vector (see ``pairs.pack_quartets``) in the internal AO order."""
-    return pack_quartets(eri_blocks(basis, positions), basis)
+def eri_packed(basis: Basis, positions, omega: float = 0.0):
+    """s8-packed ERI vector (see ``pairs.pack_quartets``) in the internal AO order.
+
+    ``omega`` (static, 1/Bohr) > 0: the long-range operator erf(omega r12)/r12.
+    """
+    return pack_quartets(eri_blocks(basis, positions, omega), basis)
 
 
-def eri_energy(basis: Basis, positions, gamma_packed):
+def eri_energy(basis: Basis, positions, gamma_packed, omega: float = 0.0):
     """Contraction sum_P (ERI)_P gamma_P over the s8-packed quartets, from the unique blocks.
 
     ``gamma_packed`` (npacked,) carries its own multiplicities. Used for forces: the reverse
     pass feeds each block its slice of gamma directly, with no scatter over the tensor.
+    ``omega`` (static, 1/Bohr) > 0: the long-range operator erf(omega r12)/r12.
     """
-    blocks = eri_blocks(basis, positions)
+    blocks = eri_blocks(basis, positions, omega)
     values = jnp.concatenate([blocks[key].reshape(-1) for key in quartet_classes(basis)])
     dest = packed_destinations(basis.kinds)
     weights = jnp.take(gamma_packed, dest, mode="fill", fill_value=0.0)
     return jnp.sum(values * weights)
 
 
-def eri(basis: Basis, positions):
+def eri(basis: Basis, positions, omega: float = 0.0):
     """Dense ERI tensor (n_ao, n_ao, n_ao, n_ao) in the internal AO order (chemists' notation).
 
     Args:
       basis: the molecule's ``Basis``.
       positions: (natom, 3) in Bohr.
+      omega: range-separation parameter in 1/Bohr, a static Python float (each value
+        compiles its own program): 0 (default) for the Coulomb operator 1/r12, > 0 for the
+        long-range erf(omega r12)/r12 (PySCF's ``mol.with_range_coulomb(omega)``).
+
+    Returns the integrals in Hartree.
     """
-    return packed_to_dense(eri_packed(basis, positions), basis.n_ao)
+    return packed_to_dense(eri_packed(basis, positions, omega), basis.n_ao)
