@@ -128,7 +128,7 @@ def eri_pair_data(basis: Basis, positions, x: int, y: int) -> dict:
     )
 
 
-def _static_omega(omega) -> float:
+def check_omega(omega) -> float:
     """``omega`` as a Python float (static, finite, >= 0); a traced value is refused."""
     if isinstance(omega, jax.core.Tracer):
         raise TypeError("omega must be a static Python float, not a traced JAX value")
@@ -215,7 +215,7 @@ def eri_blocks(basis: Basis, positions, omega: float = 0.0) -> dict:
     ``positions`` (natom, 3) in Bohr; values in Hartree. ``omega`` (static Python float,
     1/Bohr): 0 for 1/r12, > 0 for the long-range erf(omega r12)/r12 (module docstring).
     """
-    omega = _static_omega(omega)
+    omega = check_omega(omega)
     pcs = pair_classes(basis)
     pdata = {pc: eri_pair_data(basis, positions, *pc) for pc in pcs}
     return {(p, q): _class_block(pdata, basis, pcs, p, q, omega) for p, q in quartet_classes(basis)}
