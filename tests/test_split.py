@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_pipeline_plan import MIXED
 
 import qmgen
 from qmgen.cli import main
@@ -18,17 +19,8 @@ from qmgen.pipeline.plan import make_plan
 from qmgen.pipeline.run import generate
 from qmgen.status import Status
 
-LINES = [
-    "smiles name",
-    "CCO ethanol",
-    "c1ccccc1 benzene",
-    "C methane",
-    "xx1 not_smiles",
-    "",
-    "CC ethane",
-    "[Si](C)(C)C silicon",
-    "# a comment",
-    "COC dimethyl_ether",
+LINES = [  # the planner tests' mixed input (header, invalid, blank, comment lines), then more
+    *MIXED,
     "C[O] radical",
     "OCC ethanol_again",
     "CCN ethylamine",
