@@ -93,7 +93,7 @@ class ShardTable(Sequence):
         return cls(data, path=path)
 
     @classmethod
-    def from_entries(cls, entries: Sequence[dict], keep_files: bool = True) -> ShardTable:
+    def from_entries(cls, entries: Sequence[dict]) -> ShardTable:
         """A table of entry dicts (index.json's JSON list or manifest lines), in order."""
         data = np.zeros(len(entries), TABLE_DTYPE)
         for i, e in enumerate(entries):
@@ -106,8 +106,7 @@ class ShardTable(Sequence):
                 np.frombuffer(bytes.fromhex(e["sha256"]), np.uint8),
             )
         data["row_offset"] = np.concatenate([[0], np.cumsum(data["n_rows"])[:-1]])[: len(data)]
-        files = [e["file"] for e in entries] if keep_files else None
-        return cls(data, files)
+        return cls(data, [e["file"] for e in entries])
 
     # ------------------------------------------------------------- pickling
     def __getstate__(self):
