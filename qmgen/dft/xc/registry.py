@@ -20,6 +20,7 @@ correlation + 0.25 HF.
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 from qmgen.dft.xc import functionals as fn
@@ -61,6 +62,14 @@ class Functional:
     (Hartree-Fock) exchange; ``is_gga``: whether the semilocal part needs
     :math:`\\sigma = |\\nabla\\rho|^2`; ``components``: ``(coefficient, component name)`` pairs
     of the semilocal part (empty for HF).
+
+    Range-separated hybrids (PySCF's ``rsh_and_hybrid_coeff(xc) == (omega, alpha, hyb)``):
+    ``omega`` (1/Bohr) > 0 splits 1/r12 = erfc(omega r12)/r12 + erf(omega r12)/r12, and the
+    exact exchange is :math:`c_x K + (\\alpha - c_x) K^{LR}_\\omega` with ``hyb`` = c_x (the
+    full-range fraction, i.e. the short-range one) and ``alpha`` the long-range fraction
+    (``alpha`` None: equal to ``hyb``, no range separation). ``dispersion``: ``"d3bj"`` for
+    functionals with Grimme's D3 and Becke-Johnson damping added (``d3_method`` names the
+    functional in the dftd3 library's parameter table), else ``None``.
     """
 
     name: str
@@ -68,6 +77,23 @@ class Functional:
     hyb: float
     is_gga: bool
     components: tuple[tuple[float, str], ...]
+    omega: float = 0.0
+    alpha: float | None = None
+    dispersion: str | None = None
+    d3_method: str | None = None
+
+    @property
+    def lr_coef(self) -> float:
+        """Coefficient of the long-range exchange :math:`K^{LR}_\\omega`: alpha - hyb
+        (0 for functionals without range separation)."""
+        if self.omega == 0.0 or self.alpha is None:
+            return 0.0
+        return self.alpha - self.hyb
+
+    @property
+    def has_exchange(self) -> bool:
+        """Whether the SCF needs exact exchange (full-range or long-range K)."""
+        return self.hyb != 0.0 or self.lr_coef != 0.0
 
 
 # libxc (B3LYP, id 402) forms its coefficients as 1 - a0 - ax and 1 - ac; PySCF's B3LYP5 alias
@@ -99,6 +125,22 @@ _FUNCTIONALS: dict[str, Functional] = {
         Functional("hf", "hf", 1.0, False, ()),
     )
 }
+
+
+def _with_d3bj(base: str, d3_method: str) -> Functional:
+    """``base`` with D3(BJ) dispersion added: PySCF's ``<base>-d3bj`` (pyscf-dispersion)."""
+    f = _FUNCTIONALS[base]
+    return dataclasses.replace(
+        f,
+        name=f"{base}-d3bj",
+        pyscf_name=f"{f.pyscf_name}-d3bj",
+        dispersion="d3bj",
+        d3_method=d3_method,
+    )
+
+
+for _f in (_with_d3bj("b3lyp", "b3lyp"), _with_d3bj("pbe0", "pbe0")):
+    _FUNCTIONALS[_f.name] = _f
 
 XC_NAMES: tuple[str, ...] = tuple(_FUNCTIONALS)
 
