@@ -22,8 +22,10 @@ _ROW_KEYS: tuple[str, ...] = ROW_SCALARS + (
     "converged",
 )
 _ROW_KEYS += ("status", "molecule_index", "conformer_index", "smiles", "name")
-# stored from shard schema version 2 on; None in rows of older datasets (unknown)
-OPTIONAL_KEYS = ("charge", "multiplicity")
+# None in rows whose shards lack them: charge and multiplicity (stored from shard schema
+# version 2 on, unknown in older datasets) and dispersion (stored only for functionals with
+# an empirical dispersion term)
+OPTIONAL_KEYS = ("charge", "multiplicity", "dispersion")
 LABEL_KEYS: tuple[str, ...] = ROW_SCALARS + (
     "dipole",
     "n_atoms",
@@ -33,7 +35,7 @@ LABEL_KEYS: tuple[str, ...] = ROW_SCALARS + (
     "converged",
 )
 LABEL_KEYS += ("status", "molecule_index", "conformer_index", "index") + OPTIONAL_KEYS
-FLOAT_LABELS = ROW_SCALARS + ("dipole",)
+FLOAT_LABELS = ROW_SCALARS + ("dipole", "dispersion")
 
 
 def csr_gather(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -169,8 +171,9 @@ def to_padded(
     Returns z (B,A) int32 (0 in padding), positions (B,A,3), charges (B,A), forces (B,A,3)
     when stored, mask (B,A) bool, and per-conformer labels: energy, homo, lumo, gap,
     scf_error (B,), dipole (B,3), n_atoms, n_heavy, n_basis, n_iter, converged, status,
-    molecule_index, conformer_index, index, charge, multiplicity (B,; the last two absent
-    for datasets of shard schema version 1, where they are unknown). Floats are
+    molecule_index, conformer_index, index, charge, multiplicity (B,; both absent
+    for datasets of shard schema version 1, where they are unknown), dispersion (B,; only
+    for datasets that store it). Floats are
     ``float_dtype``; padding is 0.
     A = max n_atoms of the batch, or ``pad_atoms`` (a batch with a larger molecule raises
     ValueError). ``orbitals`` adds mo_energy (B,K) and mo_mask (B,K), K = max n_mo;

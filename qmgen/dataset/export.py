@@ -11,8 +11,9 @@ stored quantity, |scf_error| (the final SCF residual, Hartree) converted to eV.
 qmgen adds ``charge`` (net charge, e) and ``multiplicity`` (2S+1), int16, null for
 datasets of shard schema version 1, which did not store them (QM1B's molecules are all
 neutral singlets). Optional extra columns: ``forces`` (flattened, eV/Bohr) and
-``dipole`` (3 values, e*Bohr). Like QM1B, only converged conformers are exported unless
-asked otherwise.
+``dipole`` (3 values, e*Bohr). A dataset of a functional with empirical dispersion
+(``b3lyp-d3bj``, ...) also gets ``dispersion`` (eV), the D3(BJ) part of ``energy``, which
+includes it. Like QM1B, only converged conformers are exported unless asked otherwise.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def export_parquet(
         fields.append(("forces", pa.list_(pa.float64())))
     if dipoles:
         fields.append(("dipole", pa.list_(pa.float64())))
+    dispersion = ds.has_dispersion
+    if dispersion:
+        fields.append(("dispersion", pa.float64()))
     schema = pa.schema(fields)
     schema = schema.with_metadata(
         {"qmgen": "QM1B-compatible export: energies eV, positions Bohr, forces eV/Bohr"}
@@ -103,6 +107,8 @@ def export_parquet(
             if dipoles:
                 off = pa.array(np.arange(0, 3 * len(ao) - 2, 3, dtype=np.int32))
                 cols["dipole"] = pa.ListArray.from_arrays(off, pa.array(b["dipole"].reshape(-1)))
+            if dispersion:
+                cols["dispersion"] = pa.array(b["dispersion"])
             writer.write_table(pa.table([cols[name] for name, _ in fields], schema=schema))
             n += len(ao) - 1
     return dict(path=str(out), n_rows=n, n_skipped=len(ds) - len(sel))

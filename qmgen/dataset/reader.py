@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from qmgen.dataset.columns import Columns, to_packed, to_padded
-from qmgen.dataset.store import Store
+from qmgen.dataset.store import ENERGY_FIELDS, Store
 from qmgen.errors import QmgenWarning
 from qmgen.status import Status
 from qmgen.storage import manifest as mf
 from qmgen.storage.reader import ShardReader, read_attrs, read_failures
 from qmgen.storage.schema import (
     CONFORMER_FIELDS,
-    ROW_SCALARS,
+    OPTIONAL_CONFORMER_FIELDS,
     CorruptShardError,
     unknown_fields,
 )
@@ -52,8 +52,10 @@ class Dataset(Sequence):
     ``dataset[i]`` is a dict: z (n,), positions (n,3), charges (n,), forces (n,3) when
     stored, mo_energy (n_mo,), energy, homo, lumo, gap, scf_error, dipole (3,), n_atoms,
     n_heavy, n_basis, n_iter, converged, status, molecule_index, conformer_index, charge
-    (net, e), multiplicity (2S+1), smiles, name, index (position in this dataset). In a
-    dataset of an older schema, fields it did not store are None (``unknown_fields``).
+    (net, e), multiplicity (2S+1), dispersion (the empirical dispersion part of energy;
+    None for functionals without one, see ``has_dispersion``), smiles, name, index
+    (position in this dataset). In a dataset of an older schema, fields it did not store
+    are None (``unknown_fields``).
     Units are those chosen at open time (energies
     in ``energy_unit``, lengths in ``length_unit``, forces energy/length, dipole e*length).
     Slices and index arrays give views; ``filter`` narrows a view. Arrays of a conformer
@@ -138,6 +140,12 @@ class Dataset(Sequence):
         return self._store.has_forces()
 
     @property
+    def has_dispersion(self) -> bool:
+        """Whether conformers carry ``dispersion``: the empirical dispersion (D3(BJ)) part
+        of ``energy``, stored for functionals that have one (``b3lyp-d3bj``, ...)."""
+        return self._store.has_dispersion()
+
+    @property
     def schema_version(self) -> int:
         """Shard schema version of the dataset (``qmgen.storage.schema``)."""
         return self._store.schema_version
@@ -168,10 +176,10 @@ class Dataset(Sequence):
                 rows = store.handle(s).column("molecule_row")
                 parts.append(store.meta(s)[name == "name"][rows])
             else:
-                if name not in CONFORMER_FIELDS:
+                if name not in CONFORMER_FIELDS and name not in OPTIONAL_CONFORMER_FIELDS:
                     raise KeyError(f"no per-conformer field {name!r}")
                 v = store.handle(s).column(name)
-                if name in ROW_SCALARS:
+                if name in ENERGY_FIELDS:
                     v = v * store.ef
                 elif name == "dipole":
                     v = v * store.lf

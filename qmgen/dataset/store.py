@@ -23,6 +23,9 @@ from qmgen.storage.reader import ShardReader, read_molecules
 from qmgen.storage.schema import ROW_SCALARS, CorruptShardError
 from qmgen.units import energy_factor, length_factor
 
+# per-conformer fields in energy units: the row scalars and the optional dispersion label
+ENERGY_FIELDS = ROW_SCALARS + ("dispersion",)
+
 VERIFY_MODES = ("once", "none")
 MAX_OPEN_FILES = 64
 _VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, per process
@@ -208,12 +211,16 @@ class Store:
         nonempty = np.flatnonzero(self.n_rows)
         return bool(nonempty.size) and "forces" in self.handle(int(nonempty[0])).columns
 
+    def has_dispersion(self) -> bool:
+        nonempty = np.flatnonzero(self.n_rows)
+        return bool(nonempty.size) and "dispersion" in self.handle(int(nonempty[0])).columns
+
     # ---------------------------------------------------------------- decoding
     def _decode(self, s: int, raw: dict) -> Columns:
         ef, lf = self.ef, self.lf
         conf = {k: raw[k] for k in raw if k not in ("z", "positions", "charges", "forces")}
-        for k in ROW_SCALARS:
-            if ef != 1.0:
+        for k in ENERGY_FIELDS:
+            if ef != 1.0 and k in conf:
                 conf[k] = conf[k] * ef
         if lf != 1.0:
             conf["dipole"] = conf["dipole"] * lf

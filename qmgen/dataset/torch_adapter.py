@@ -21,8 +21,8 @@ from qmgen.dataset.columns import columns_from_rows, to_padded
 from qmgen.storage.schema import ROW_SCALARS
 
 _NUMPY_FLOAT = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
-# energies (energy, homo, lumo, gap, scf_error): float64 unless asked otherwise
-ENERGY_KEYS = ROW_SCALARS
+# energies (energy, homo, lumo, gap, scf_error, dispersion): float64 unless asked otherwise
+ENERGY_KEYS = ROW_SCALARS + ("dispersion",)
 
 
 def _check(dtype, what: str):
@@ -44,9 +44,10 @@ def collate(
     (B,A) bool, mo_energy (B,K) with mo_mask (B,K) bool (K = the batch's largest orbital
     count), dipole (B,3), per-conformer labels (B,); integers int64, flags bool, smiles
     and name as lists. Floats are ``dtype``, except the energies (energy, homo, lumo, gap,
-    scf_error), which are ``energy_dtype``, float64 by default: a float32 total energy of
-    a 9-heavy-atom molecule (about 1e4 eV) is rounded to about 1 meV, as large as the
-    differences a potential is trained on. Pass ``energy_dtype=torch.float32`` to opt out.
+    scf_error, dispersion when stored), which are ``energy_dtype``, float64 by default: a
+    float32 total energy of a 9-heavy-atom molecule (about 1e4 eV) is rounded to about
+    1 meV, as large as the differences a potential is trained on. Pass
+    ``energy_dtype=torch.float32`` to opt out.
     """
     _check(dtype, "dtype")
     _check(energy_dtype, "energy_dtype")

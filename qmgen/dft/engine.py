@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qmgen.dft import dispersion
 from qmgen.dft.basis import BasisError
 from qmgen.dft.batching import Bucket, BucketPolicy, bucket_of, coarsen, prepare, stack
 from qmgen.dft.grid import check_level
@@ -263,7 +264,8 @@ def _failure(status: Status, message: str) -> dict:
 
 
 def _check_options(xc, basis, grid_level, precision):
-    get_functional(xc)
+    # a d3bj functional without the dftd3 library fails here, before any SCF work
+    dispersion.check_available(get_functional(xc))
     check_level(grid_level)
     check_precision(precision)
     if not isinstance(basis, str) or not basis:
@@ -322,7 +324,8 @@ def compute(
     Returns:
       One dict per input molecule, in input order, with ``energy``, ``homo``, ``lumo``,
       ``gap`` (Hartree), ``mo_energy`` (n_ao,), ``dipole`` (3,) e*Bohr, ``charges``
-      (n_atoms,), ``forces`` (n_atoms, 3) or None, ``converged``, ``n_iter`` (SCF
+      (n_atoms,), ``forces`` (n_atoms, 3) or None, ``dispersion`` (Hartree; None for
+      functionals without empirical dispersion), ``converged``, ``n_iter`` (SCF
       cycles), ``scf_error`` (final |g|), ``delta_e`` (energy change of the last cycle,
       Hartree), ``status`` (``qmgen.status.Status`` value) and ``message``. ``converged``
       implies ``scf_error < sqrt(conv_tol)`` and ``abs(delta_e) < conv_tol``.
@@ -453,7 +456,12 @@ def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:
         n_iter=int(out["n_iter"]),
         scf_error=float(out["scf_error"]),
         delta_e=float(out["delta_e"]),
+        dispersion=None,
     )
+    try:
+        _add_dispersion(rec, mol, settings)
+    except Exception as err:  # noqa: BLE001 - a failed molecule must not sink the batch
+        return _failure(Status.COMPUTE_ERROR, f"dispersion: {type(err).__name__}: {err}")
     finite = all(
         np.all(np.isfinite(rec[key]))
         for key in ("energy", "homo", "lumo", "mo_energy", "dipole", "charges")
@@ -469,6 +477,20 @@ def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:
     else:
         rec.update(status=int(Status.OK), message="")
     return rec
+
+
+def _add_dispersion(rec: dict, mol: Molecule, settings: Settings) -> None:
+    """Add the functional's empirical dispersion (D3(BJ), ``qmgen.dft.dispersion``) to
+    ``energy`` and ``forces`` and store it as ``dispersion`` (Hartree); nothing for
+    functionals without dispersion (``dispersion`` stays None)."""
+    disp = dispersion.correction(get_functional(settings.xc), mol.z, mol.positions)
+    if disp is None:
+        return
+    energy, forces = disp
+    rec["dispersion"] = energy
+    rec["energy"] += energy
+    if rec["forces"] is not None:
+        rec["forces"] = rec["forces"] + forces
 
 
 def _progress(progress, total: int):

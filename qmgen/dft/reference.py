@@ -3,6 +3,9 @@
 
 ``reference_labels`` runs PySCF's RKS (or RHF for ``xc="hf"``) with the same basis,
 functional variant and grid level as qmgen and returns a record with qmgen's label names.
+Functionals with D3(BJ) dispersion (``b3lyp-d3bj``, ...) run as PySCF's own ``<xc>-d3bj``,
+which needs the pyscf-dispersion package: its energy and nuclear gradient include the
+dispersion, and ``dispersion`` is PySCF's ``scf_summary["dispersion"]``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,14 @@ def pyscf_scf(mol: Molecule, basis="sto-3g", xc="b3lyp5", grid_level=0, conv_tol
     from pyscf import dft, scf
 
     functional = get_functional(xc)
+    if functional.dispersion is not None:
+        try:
+            import pyscf.dispersion  # noqa: F401 - PySCF's -d3bj needs it at kernel time
+        except ImportError as err:
+            raise ImportError(
+                f"the PySCF reference of {functional.name} needs pyscf-dispersion: "
+                "pip install pyscf-dispersion"
+            ) from err
     pm = pyscf_mol(mol, basis)
     if functional.name == "hf":
         mf = scf.RHF(pm)
@@ -54,8 +65,12 @@ def reference_labels(
     conv_tol=1e-10,
 ) -> dict:
     """PySCF labels under qmgen's names: energy, homo, lumo, gap, mo_energy, dipole,
-    charges, forces (or None), converged, n_iter. Energies in Hartree, dipole in e*Bohr."""
+    charges, forces (or None), dispersion (or None), converged, n_iter. Energies in
+    Hartree, dipole in e*Bohr; energy and forces include the dispersion."""
     mf = pyscf_scf(mol, basis, xc, grid_level, conv_tol)
+    disp = None
+    if get_functional(xc).dispersion is not None:
+        disp = float(mf.scf_summary["dispersion"])
     n_occ = mol.n_electrons // 2
     homo, lumo = mf.mo_energy[n_occ - 1], mf.mo_energy[n_occ]
     return dict(
@@ -67,6 +82,7 @@ def reference_labels(
         dipole=np.asarray(mf.dip_moment(unit="au", verbose=0)),
         charges=np.asarray(mf.mulliken_pop(verbose=0)[1]),
         forces=-np.asarray(mf.nuc_grad_method().kernel()) if forces else None,
+        dispersion=disp,
         converged=bool(mf.converged),
         n_iter=int(getattr(mf, "cycles", -1)),
     )

@@ -67,11 +67,13 @@ class GenerateOptions:
     split: str | None = None
 
     def __post_init__(self):
+        from qmgen.dft.dispersion import check_available
         from qmgen.dft.grid import check_level
         from qmgen.dft.precision import PRECISIONS
         from qmgen.dft.xc import get_functional
 
-        get_functional(self.xc)
+        # a d3bj functional without the dftd3 library is refused before any work
+        check_available(get_functional(self.xc))
         check_level(self.grid_level)
         if self.precision not in PRECISIONS:
             raise ValueError(

@@ -71,6 +71,7 @@ def _row(record, j: int, mol, res: dict) -> dict:
         dipole=res["dipole"],
         charges=res["charges"],
         forces=res["forces"],
+        dispersion=res.get("dispersion"),  # None unless the functional adds D3(BJ)
         converged=res["converged"],
         n_iter=res["n_iter"],
         status=int(res["status"]),

@@ -10,6 +10,7 @@ from qmgen.status import Status
 from qmgen.storage.reader import open_shard
 from qmgen.storage.schema import (
     LENGTH_OF,
+    OPTIONAL_ATTRS,
     RESERVED_ATTRS,
     CorruptShardError,
     check_version,
@@ -26,7 +27,8 @@ def _bad_offsets(name: str, off: np.ndarray, length: int) -> list[str]:
 def _check_datasets(f: h5py.File, counts: dict, problems: list, version: int) -> dict:
     """Read every dataset, checking dtype, shape, units and length; return the arrays."""
     data = {}
-    for name, dtype, trailing, units, length in layout(bool(f.attrs["has_forces"]), version):
+    spec = layout(bool(f.attrs["has_forces"]), version, bool(f.attrs.get("has_dispersion")))
+    for name, dtype, trailing, units, length in spec:
         if name not in f:
             problems.append(f"missing dataset /{name}")
             continue
@@ -93,7 +95,7 @@ def check_shard(path, n_rows: int | None = None, n_failures: int | None = None) 
     except CorruptShardError as err:
         return [err.reason]
     with f:
-        missing = [k for k in RESERVED_ATTRS if k not in f.attrs]
+        missing = [k for k in RESERVED_ATTRS if k not in f.attrs and k not in OPTIONAL_ATTRS]
         if missing:
             return [f"missing root attributes {missing}"]
         try:

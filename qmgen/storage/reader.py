@@ -14,6 +14,7 @@ import numpy as np
 
 from qmgen.storage.schema import (
     ATOM_FIELDS,
+    OPTIONAL_CONFORMER_FIELDS,
     RESERVED_ATTRS,
     ROW_SCALARS,
     CorruptShardError,
@@ -142,13 +143,17 @@ class ShardReader:
         """Rows ``[start, stop)`` as a flat dict of arrays in stored units.
 
         Per-conformer fields (k,...) of CONFORMER_FIELDS that this shard's schema version
-        stores (``self.fields``); ``atom_offset``/``mo_offset`` (k+1,) rebased to 0;
+        stores (``self.fields``) and those of OPTIONAL_CONFORMER_FIELDS it holds
+        (``dispersion``); ``atom_offset``/``mo_offset`` (k+1,) rebased to 0;
         per-atom fields (sum n_atoms, ...) and ``mo_energy``.
         """
         c = self.columns
         stop = self.n_rows if stop is None else stop
         try:
             out = {name: c[name][start:stop] for name in self.fields}
+            for name in OPTIONAL_CONFORMER_FIELDS:
+                if name in c:
+                    out[name] = c[name][start:stop]
             ao = c["atom_offset"][start : stop + 1]
             mo = c["mo_offset"][start : stop + 1]
             a0, a1, m0, m1 = int(ao[0]), int(ao[-1]), int(mo[0]), int(mo[-1])
@@ -210,6 +215,7 @@ def read_shard(path) -> dict:
             positions=cols["positions"][a:b],
             charges=cols["charges"][a:b],
             forces=cols["forces"][a:b] if "forces" in cols else None,
+            dispersion=cols["dispersion"][i].item() if "dispersion" in cols else None,
             dipole=cols["dipole"][i],
             mo_energy=cols["mo_energy"][p:q],
             converged=bool(cols["converged"][i]),

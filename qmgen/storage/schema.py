@@ -9,7 +9,8 @@ int64 offsets, no variable-length HDF5 types), so a block of rows is a handful o
 Layout, schema version 2 (``units`` attribute on every dataset)::
 
     /            attrs: schema_version, shard_id, n_rows, n_failures, n_molecules,
-                 has_forces, json_attrs (names of the attributes below stored as JSON
+                 has_forces, has_dispersion (optional, False when absent), json_attrs
+                 (names of the attributes below stored as JSON
                  text), then the caller's attrs (level of theory, provenance): str, int,
                  float and bool natively; dicts, lists and None as JSON text
     /conformers/ energy, homo, lumo, gap  f8 (n,)   hartree
@@ -21,6 +22,9 @@ Layout, schema version 2 (``units`` attribute on every dataset)::
                  (row of /molecules/), atom_offset i8 (n+1,), mo_offset i8 (n+1,)
                  charge i2 (n,) e, net charge of the molecule; multiplicity u1 (n,),
                  2S+1 (both new in version 2; version 1 shards read with them unknown)
+                 dispersion f8 (n,) hartree: the empirical dispersion (D3(BJ)) included
+                 in energy (present only when the functional has one, root attribute
+                 has_dispersion; shards without the attribute have none)
     /atoms/      z u1 (m,), positions f8 (m,3) bohr, charges f8 (m,) e,
                  forces f8 (m,3) hartree/bohr (present only when the dataset has forces)
     /orbitals/   mo_energy f8 (mo_offset[-1],) hartree
@@ -74,6 +78,10 @@ CONFORMER_FIELDS = {
     "charge": ("i2", (), "e"),  # net charge of the molecule
     "multiplicity": ("u1", (), "1"),  # spin multiplicity 2S+1 (1: closed shell)
 }
+# per-conformer labels stored only when the dataset has them (like atoms/forces): the
+# dispersion part of the energy, for functionals with an empirical dispersion term. An
+# optional dataset, not a schema change: older readers ignore it
+OPTIONAL_CONFORMER_FIELDS: dict[str, tuple[str, tuple, str]] = {"dispersion": ("f8", (), "hartree")}
 # fields added after version 1: the first schema version that stores them
 FIELDS_SINCE = {"charge": 2, "multiplicity": 2}
 ATOM_FIELDS = {
@@ -84,7 +92,8 @@ ATOM_FIELDS = {
 }
 ROW_SCALARS = ("energy", "homo", "lumo", "gap", "scf_error")
 RESERVED_ATTRS: tuple[str, ...] = ("schema_version", "shard_id", "n_rows", "n_failures")
-RESERVED_ATTRS += ("n_molecules", "has_forces", "json_attrs")
+RESERVED_ATTRS += ("n_molecules", "has_forces", "json_attrs", "has_dispersion")
+OPTIONAL_ATTRS = ("has_dispersion",)  # reserved, but absent from shards of older qmgen
 MAX_Z = 118
 MAX_CHARGE = 1000  # |net charge| of a stored molecule
 
@@ -172,15 +181,19 @@ def check_version(version, where) -> int:
 
 
 def layout(
-    has_forces: bool, version: int = SCHEMA_VERSION
+    has_forces: bool, version: int = SCHEMA_VERSION, has_dispersion: bool = False
 ) -> list[tuple[str, str, tuple, str, str]]:
-    """(dataset path, dtype, trailing shape, units, length key) for every dataset.
+    """(dataset path, dtype, trailing shape, units, length key) for every dataset
+    (atoms/forces only ``has_forces``, conformers/dispersion only ``has_dispersion``).
 
     The length key is a count ("n", "f", "k", or with "+1" for offsets) or the name of an
     offset array whose last element gives the length.
     """
     fields = conformer_fields(version).items()
     spec = [(f"conformers/{k}", d, s, u, "n") for k, (d, s, u) in fields]
+    if has_dispersion:
+        for k, (d, s, u) in OPTIONAL_CONFORMER_FIELDS.items():
+            spec.append((f"conformers/{k}", d, s, u, "n"))
     spec += [(f"conformers/{k}", "i8", (), "1", "n+1") for k in ("atom_offset", "mo_offset")]
     for k, (d, s, u) in ATOM_FIELDS.items():
         if k != "forces" or has_forces:

@@ -23,6 +23,7 @@ from qmgen.storage.schema import (
     CONFORMER_FIELDS,
     MAX_CHARGE,
     MAX_Z,
+    OPTIONAL_CONFORMER_FIELDS,
     RESERVED_ATTRS,
     ROW_SCALARS,
     SCHEMA_VERSION,
@@ -42,6 +43,8 @@ def _pack_rows(rows) -> tuple[dict, dict, dict]:
     """Columns of ``rows`` (see :func:`write_shard`) and the molecule table."""
     n = len(rows)
     has_forces = n > 0 and rows[0].get("forces") is not None
+    has_disp = n > 0 and rows[0].get("dispersion") is not None
+    disp = np.empty(n)
     z, pos, chg, frc, mo, dip = [], [], [], [], [], []
     scal = {k: np.empty(n) for k in ROW_SCALARS}
     ints = {k: np.empty(n, dtype=np.int64) for k in ("n_iter", "status", "molecule_index")}
@@ -74,6 +77,10 @@ def _pack_rows(rows) -> tuple[dict, dict, dict]:
             if fi.shape != (na, 3):
                 raise ValueError(f"row {i}: forces shape {fi.shape}, expected ({na}, 3)")
             frc.append(fi)
+        if (r.get("dispersion") is not None) != has_disp:
+            raise ValueError(f"row {i}: dispersion must be given for all rows or for none")
+        if has_disp:
+            disp[i] = r["dispersion"]
         z.append(zi)
         pos.append(pi)
         chg.append(ci)
@@ -125,6 +132,8 @@ def _pack_rows(rows) -> tuple[dict, dict, dict]:
     )
     if has_forces:
         atoms["forces"] = np.concatenate(frc)
+    if has_disp:
+        conf["dispersion"] = disp
     conf["mo_energy"] = np.concatenate(mo) if n else np.zeros(0)
     return conf, atoms, molecules
 
@@ -169,9 +178,11 @@ def write_shard(path, shard_id: int, rows, failures, attrs, compression=None) ->
 
     ``rows``: dicts with z (n,) int, positions (n,3) Bohr, energy/homo/lumo/gap (Hartree),
     mo_energy (n_mo,) Hartree, dipole (3,) e*Bohr, charges (n,) e, forces (n,3) Hartree/Bohr
-    or None (for all rows or none), converged, n_iter, status (Status), scf_error
-    (Hartree), molecule_index, conformer_index, charge (net, e), multiplicity (2S+1),
-    smiles, name, optional n_basis (defaults to n_mo). ``failures``: dicts with
+    or None (for all rows or none), dispersion (Hartree, the part of energy that is
+    empirical dispersion) or None or absent (for all rows or none), converged, n_iter,
+    status (Status), scf_error (Hartree), molecule_index, conformer_index, charge (net,
+    e), multiplicity (2S+1), smiles, name, optional n_basis (defaults to n_mo).
+    ``failures``: dicts with
     molecule_index, input, smiles, status, message.
     ``attrs``: level of theory and provenance, stored as root attributes.
 
@@ -193,6 +204,9 @@ def write_shard(path, shard_id: int, rows, failures, attrs, compression=None) ->
             g = f.create_group("conformers")
             for name, (dtype, _, units) in CONFORMER_FIELDS.items():
                 _create(g, name, conf[name], dtype, units, comp, CONFORMER_CHUNK_ROWS)
+            for name, (dtype, _, units) in OPTIONAL_CONFORMER_FIELDS.items():
+                if name in conf:
+                    _create(g, name, conf[name], dtype, units, comp, CONFORMER_CHUNK_ROWS)
             for name in ("atom_offset", "mo_offset"):
                 _create(g, name, conf[name], "i8", "1", comp, CONFORMER_CHUNK_ROWS)
             g = f.create_group("atoms")
@@ -215,6 +229,7 @@ def write_shard(path, shard_id: int, rows, failures, attrs, compression=None) ->
                 n_failures=len(failures),
                 n_molecules=len(molecules),
                 has_forces="forces" in atoms,
+                has_dispersion="dispersion" in conf,
             )
             _write_attrs(f, attrs)
         fsync(tmp)
