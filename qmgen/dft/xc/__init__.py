@@ -10,7 +10,9 @@ Usage::
 deriv=1)`` (exc, vxc[0], vxc[1]), libxc's screening of tiny densities included.
 
 Modules: :mod:`~qmgen.dft.xc.functionals` (energy densities, the physics),
-:mod:`~qmgen.dft.xc.registry` (names -> combinations, libxc thresholds),
+:mod:`~qmgen.dft.xc.rsh` (semilocal parts of range-separated hybrids: wB97X, CAM-B3LYP,
+wB97X-V), :mod:`~qmgen.dft.xc.registry` (names -> combinations, libxc thresholds,
+range-separation coefficients),
 :mod:`~qmgen.dft.xc.evaluate` (screening and derivatives).
 """
 

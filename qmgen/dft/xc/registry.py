@@ -15,15 +15,39 @@ PySCF's B3LYP5 is its own alias ``.2*HF + .08*SLATER + .72*B88, .81*LYP + .19*VW
 (VWN = VWN5): the same combination with VWN5 correlation. PBE0 (libxc HYB_GGA_XC_PBEH,
 id 406; Adamo & Barone, J. Chem. Phys. 110, 6158 (1999)) is 0.75 PBE exchange + PBE
 correlation + 0.25 HF.
+
+Range-separated hybrids (semilocal parts in :mod:`qmgen.dft.xc.rsh`; ``omega``, ``alpha`` and
+``hyb`` as PySCF's ``rsh_and_hybrid_coeff``, formed from libxc's (alpha, beta) as libxc does,
+hyb = alpha + beta):
+
+* ``wb97x``: libxc HYB_GGA_XC_WB97X (id 464; Chai & Head-Gordon, J. Chem. Phys. 128, 084106
+  (2008)), omega 0.3, 100 % long-range and 15.7706 % short-range exact exchange;
+* ``camb3lyp``: libxc HYB_GGA_XC_CAM_B3LYP (id 433; Yanai, Tew & Handy, Chem. Phys. Lett.
+  393, 51 (2004)): 0.35 B88 + 0.46 ITYH short-range B88 (omega 0.33) + 0.19 VWN5 (libxc's
+  LDA_C_VWN, not VWN-RPA as in its B3LYP; checked by fitting libxc's output) + 0.81 LYP,
+  65 % long-range and 19 % short-range exact exchange;
+* ``wb97x-d3bj``: what PySCF (2.14, pyscf-dispersion) runs for this name: the semilocal part
+  of HYB_GGA_XC_WB97X_V (id 466; Mardirossian & Head-Gordon, Phys. Chem. Chem. Phys. 16,
+  9904 (2014)) with the VV10 nonlocal correlation switched off, plus D3(BJ) dispersion
+  with the wB97X parameters of Najibi & Goerigk, J. Chem. Theory Comput. 14, 5725 (2018).
+
+libxc 7.0.0 screens the wB97 kernels (dens_threshold 1e-14) in two ways at once: the total
+density below 1e-14 gives zero, and the exchange and same-spin correlation terms are zero
+where rho/2 <= 1e-14 (the opposite-spin term then keeps its full PW92 energy). The
+closed-shell wB97 is therefore registered as three components (``*_x``, ``*_css``: spin
+screened; ``*_cos``: not), which add up to the functional; they have no standalone PySCF
+name (``pyscf_name`` None). GGA_X_ITYH also has dens_threshold 1e-14 and screens per spin.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from qmgen.dft.xc import functionals as fn
+from qmgen.dft.xc import rsh
 
 
 @dataclass(frozen=True)
@@ -36,7 +60,8 @@ class Component:
     is_gga: bool
     dens_threshold: float  # libxc 7.0.0 func->dens_threshold (info default)
     spin_screen: bool  # zero where rho/2 <= dens_threshold (libxc exchange kernels)
-    pyscf_name: str  # PySCF string for this component alone
+    pyscf_name: str | None  # PySCF string for this component alone (None: part of one)
+    omega: float = 0.0  # range separation the component is evaluated at (pass to PySCF)
 
 
 COMPONENTS: dict[str, Component] = {
@@ -51,6 +76,38 @@ COMPONENTS: dict[str, Component] = {
         Component("pbe_c", 130, fn.pbe_c, True, 1e-12, False, ",pbe"),
     )
 }
+
+# libxc HYB_GGA_XC_CAM_B3LYP's (ac, alpha, beta, omega) and its mixing of the components
+_CAM_AC, _CAM_ALPHA, _CAM_BETA, _CAM_OMEGA = rsh.CAM_B3LYP
+COMPONENTS["ityh_cam_b3lyp"] = Component(
+    "ityh_cam_b3lyp",
+    529,
+    partial(rsh.ityh_b88_x, omega=_CAM_OMEGA),
+    True,
+    1e-14,
+    True,
+    "ityh,",
+    _CAM_OMEGA,
+)
+
+
+def _wb97_components(prefix: str, libxc_id: int, params: dict, omega: float) -> None:
+    """The three closed-shell parts of a wB97-type functional (see the module docstring)."""
+    cx, css, cos = params["cx"], params["css"], params["cos"]
+    for suffix, eps, spin_screen in (
+        ("x", partial(rsh.wb97_x, omega=omega, cx=cx), True),
+        ("css", partial(rsh.wb97_c_ss, css=css, cos=cos), True),
+        ("cos", partial(rsh.wb97_c_os_pw, cos=cos), False),
+    ):
+        name = f"{prefix}_{suffix}"
+        COMPONENTS[name] = Component(name, libxc_id, eps, True, 1e-14, spin_screen, None, omega)
+
+
+_WB97X_ALPHA, _WB97X_BETA, _WB97X_OMEGA = rsh.WB97X_CAM
+_WB97XV_ALPHA, _WB97XV_BETA, _WB97XV_OMEGA = rsh.WB97X_V_CAM
+_wb97_components("wb97x", 464, rsh.WB97X_PARAMS, _WB97X_OMEGA)
+_wb97_components("wb97x_v", 466, rsh.WB97X_V_PARAMS, _WB97XV_OMEGA)
+_WB97_PARTS = ("x", "css", "cos")
 
 
 @dataclass(frozen=True)
@@ -123,6 +180,38 @@ _FUNCTIONALS: dict[str, Functional] = {
             ((0.08, "slater"), (0.72, "b88"), (0.19, "vwn5"), (0.81, "lyp")),
         ),
         Functional("hf", "hf", 1.0, False, ()),
+        Functional(
+            "wb97x",
+            "wb97x",
+            _WB97X_ALPHA + _WB97X_BETA,
+            True,
+            tuple((1.0, f"wb97x_{p}") for p in _WB97_PARTS),
+            omega=_WB97X_OMEGA,
+            alpha=_WB97X_ALPHA,
+        ),
+        Functional(
+            "camb3lyp",
+            "camb3lyp",
+            _CAM_ALPHA + _CAM_BETA,
+            True,
+            ((1.0 - _CAM_ALPHA, "b88"), (-_CAM_BETA, "ityh_cam_b3lyp"))
+            + ((1.0 - _CAM_AC, "vwn5"), (_CAM_AC, "lyp")),
+            omega=_CAM_OMEGA,
+            alpha=_CAM_ALPHA,
+        ),
+        # PySCF: ('wb97x-v', nlc=False, 'd3bj'); pyscf.dft.libxc.eval_xc('wb97x-d3bj') is
+        # wB97X-V's semilocal part
+        Functional(
+            "wb97x-d3bj",
+            "wb97x-d3bj",
+            _WB97XV_ALPHA + _WB97XV_BETA,
+            True,
+            tuple((1.0, f"wb97x_v_{p}") for p in _WB97_PARTS),
+            omega=_WB97XV_OMEGA,
+            alpha=_WB97XV_ALPHA,
+            dispersion="d3bj",
+            d3_method="wb97x",
+        ),
     )
 }
 
