@@ -27,9 +27,8 @@ from qmgen import Molecule
 from qmgen.dft.batching import BucketPolicy, bucket_of, merge_buckets, prepare, stack
 from qmgen.dft.engine import Settings, _batched, batching_mode
 from qmgen.dft.grid import place_grid
-from qmgen.dft.integrals.eri import eri_packed, vmap_width
+from qmgen.dft.integrals.eri import vmap_width
 from qmgen.dft.integrals.one_electron import one_electron
-from qmgen.dft.integrals.pairs import packed_to_exchange, packed_to_pairs
 from qmgen.dft.numint import ao_values
 from qmgen.dft.refine import REFINE_CYCLES
 from qmgen.dft.scf import (
@@ -40,6 +39,8 @@ from qmgen.dft.scf import (
     _orthogonalizer,
     build_hamiltonian,
     cast_hamiltonian,
+    two_electron_ints,
+    two_electron_layouts,
     veff,
 )
 
@@ -119,13 +120,13 @@ def stage_programs(settings: Settings, bucket, inputs64, inputs_loop):
 
         return jax.jit(run)
 
-    eri = vm(lambda i: eri_packed(i.basis, i.positions))
+    eri = vm(lambda i: two_electron_ints(i, xc))
     packed = eri(inputs64)
     n = bucket.n_ao
 
     def layouts(i, p):
-        one = one_electron(i.basis, i.positions, i.z.astype(p.dtype))
-        return one, packed_to_pairs(p, n), packed_to_exchange(p, n)
+        one = one_electron(i.basis, i.positions, i.z.astype(i.positions.dtype))
+        return one, two_electron_layouts(p, n, i.positions.dtype)
 
     def grid_ao(i):
         coords, w = place_grid(i.grid, i.positions, i.z)

@@ -2,8 +2,9 @@
 
 Water, STO-3G, grid level 0, conv_tol 1e-10 on both sides (PySCF's RKS, or RHF for "hf",
 with the same functional variant and grid level: ``qmgen.dft.reference``). Energies within
-1e-8 Ha; forces (PySCF's nuc_grad_method, no grid response) for one GGA and one hybrid
-within tests/test_scf.py's 1e-5 Ha/Bohr. One compiled program per functional.
+1e-8 Ha; forces (PySCF's nuc_grad_method, no grid response) for a GGA, a hybrid and two
+range-separated hybrids within tests/test_scf.py's 1e-5 Ha/Bohr.
+One compiled program per functional.
 """
 
 from functools import cache
@@ -19,7 +20,7 @@ from qmgen.dft.xc.registry import XC_NAMES
 from qmgen.status import Status
 
 CONV_TOL = 1e-10
-WITH_FORCES = ("pbe", "b3lyp")  # a GGA and a hybrid
+WITH_FORCES = ("pbe", "b3lyp", "wb97x", "camb3lyp")  # a GGA, a hybrid, two RSH
 
 
 @cache

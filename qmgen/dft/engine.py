@@ -250,7 +250,7 @@ def default_batch_size(bucket: Bucket, settings: Settings) -> int:
     npair = n * (n + 1) // 2
     # float32 mode holds the float64 Hamiltonian and its float32 copy
     width = 8 if settings.precision == "float64" else 12
-    hyb = get_functional(settings.xc).hyb != 0.0
+    hyb = get_functional(settings.xc).has_exchange
     per_mol = width * (2 * npair * npair + (n**4 if hyb else 0) + 5 * bucket.n_points * n)
     try:
         total = dev.memory_stats()["bytes_limit"]

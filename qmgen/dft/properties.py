@@ -10,11 +10,14 @@ r"""Labels from a converged SCF state (JAX): orbital energies, dipole, charges, 
 
   .. math::
      \mathcal L(\mathbf R) = \mathrm{tr}(D h) + \tfrac12 \sum D_{ij} D_{kl} (ij|kl)
-       - \tfrac{c_x}{4} \sum D_{ij} D_{kl} (ik|jl) + E_{xc}[D] + E_{nuc} - \mathrm{tr}(W S),
+       - \tfrac{c_x}{4} \sum D_{ij} D_{kl} (ik|jl)
+       - \tfrac{\alpha - c_x}{4} \sum D_{ij} D_{kl} (ik|jl)_{LR}
+       + E_{xc}[D] + E_{nuc} - \mathrm{tr}(W S),
 
-  with D and the energy-weighted density W held fixed. The XC term is differentiated
-  through the AO centres only, on grid points and weights held fixed: PySCF's default
-  (no grid response).
+  (the long-range term, of erf(omega r12)/r12, for range-separated hybrids only) with D
+  and the energy-weighted density W held fixed. The XC term is differentiated through the
+  AO centres only, on grid points and weights held fixed: PySCF's default (no grid
+  response).
 """
 
 from __future__ import annotations
@@ -69,16 +72,17 @@ def mulliken_charges(
     return z.astype(dm.dtype) - per_atom
 
 
-def _two_electron_density(dm, hyb: float):
+def _two_electron_density(dm, hyb: float, coulomb: float = 1.0):
     r"""s8-packed :math:`\Gamma` with :math:`E_2 = \sum_P (ERI)_P \Gamma_P`.
 
     Over AO pairs p = (ij), q = (kl) with multiplicities w:
-    :math:`w_p w_q [\tfrac12 D_{ij} D_{kl} - \tfrac{c_x}{8}(D_{ik} D_{jl} + D_{il} D_{jk})]`.
+    :math:`w_p w_q [\tfrac{j}{2} D_{ij} D_{kl} - \tfrac{c_x}{8}(D_{ik} D_{jl} + D_{il} D_{jk})]`
+    with j = ``coulomb`` (0 for the long-range exchange-only term, c_x then alpha - c_x).
     """
     n = dm.shape[0]
     pi, pj, w = pair_arrays(n)
     d = dm[pi, pj]
-    g = 0.5 * d[:, None] * d[None, :]
+    g = 0.5 * coulomb * d[:, None] * d[None, :]
     if hyb != 0.0:
         k = dm[pi[:, None], pi[None, :]] * dm[pj[:, None], pj[None, :]]
         k = k + dm[pi[:, None], pj[None, :]] * dm[pj[:, None], pi[None, :]]
@@ -93,6 +97,9 @@ def _lagrangian(positions, inputs: SCFInputs, dm, wdm, xc: str):
     one = one_electron(inputs.basis, positions, charges)
     e = jnp.sum(dm * (one["kinetic"] + one["nuclear"])) - jnp.sum(wdm * one["overlap"])
     e = e + eri_energy(inputs.basis, positions, _two_electron_density(dm, functional.hyb))
+    if functional.lr_coef != 0.0:
+        gamma_lr = _two_electron_density(dm, functional.lr_coef, coulomb=0.0)
+        e = e + eri_energy(inputs.basis, positions, gamma_lr, omega=functional.omega)
     if functional.name != "hf":
         coords, weights = jax.lax.stop_gradient(place_grid(inputs.grid, positions, inputs.z))
         ao = ao_values(inputs.basis, positions, coords, deriv=int(functional.is_gga))

@@ -12,7 +12,7 @@ energy and convergence test are the very code of a float64 SCF and nothing is re
 
 .. math::
    E = \mathrm{tr}(D h) + E_{2}[D] + E_{xc}[D] + E_{nuc}, \quad
-   F = h + J[D] - \tfrac{c_x}{2}K[D] + V_{xc}[D].
+   F = h + J[D] - \tfrac12 K_x[D] + V_{xc}[D].
 
 It starts from the float32 orbitals orthonormalised in float64 against the float64 overlap
 (an idempotent density with the exact electron count) and runs float64 DIIS cycles, at
@@ -37,7 +37,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from qmgen.dft.integrals.eri import eri_packed
 from qmgen.dft.scf import (
     Hamiltonian,
     SCFInputs,
@@ -46,6 +45,7 @@ from qmgen.dft.scf import (
     build_hamiltonian,
     cast_hamiltonian,
     run_scf,
+    two_electron_ints,
 )
 
 # where the float32 loop stops (energy change, ‖g‖) before the float64 finish
@@ -67,9 +67,9 @@ def hamiltonians(inputs: SCFInputs, xc: str):
     gathered from the packed float64 ERIs cast to float32. Both come from
     ``scf.build_hamiltonian``; nothing of the float64 one is computed twice."""
     inputs64 = _to64(inputs)
-    packed = eri_packed(inputs64.basis, inputs64.positions)
-    ham64 = build_hamiltonian(inputs64, xc, packed)
-    return inputs64, ham64, cast_hamiltonian(ham64, inputs.positions.dtype, packed)
+    eris = two_electron_ints(inputs64, xc)
+    ham64 = build_hamiltonian(inputs64, xc, eris)
+    return inputs64, ham64, cast_hamiltonian(ham64, inputs.positions.dtype, eris)
 
 
 def loop_options(opts: SCFOptions) -> SCFOptions:

@@ -3,12 +3,15 @@ r"""Closed-shell Kohn–Sham and Hartree–Fock SCF for one molecule, in JAX.
 Roothaan–Hall iterations :math:`F(D) C = S C \varepsilon` with
 
 .. math::
-   F = h + J[D] - \tfrac{c_x}{2} K[D] + V_{xc}[D], \quad
-   E = \mathrm{tr}(D h) + \tfrac12 \mathrm{tr}(D J) - \tfrac{c_x}{4}\mathrm{tr}(D K)
+   F = h + J[D] - \tfrac12 K_x[D] + V_{xc}[D], \quad
+   E = \mathrm{tr}(D h) + \tfrac12 \mathrm{tr}(D J) - \tfrac14\mathrm{tr}(D K_x)
        + E_{xc}[\rho] + E_{nuc},
 
-(:math:`c_x` the exact-exchange fraction), accelerated by Pulay's DIIS (Chem. Phys.
-Lett. 73, 393 (1980)) with PySCF's error vector :math:`FDS - SDF` and a fixed-size
+with the exact exchange :math:`K_x = c_x K + (\alpha - c_x) K^{LR}_\omega` (:math:`c_x` the
+full-range exact-exchange fraction; range-separated hybrids add the long-range exchange of
+:math:`\mathrm{erf}(\omega r_{12})/r_{12}` with the extra long-range fraction, as PySCF's
+``get_veff``; Yanai, Tew & Handy, Chem. Phys. Lett. 393, 51 (2004)), accelerated by Pulay's
+DIIS (Chem. Phys. Lett. 73, 393 (1980)) with PySCF's error vector :math:`FDS - SDF` and a fixed-size
 history handled by masks. The loop is a ``lax.while_loop`` with PySCF's convergence test
 (|ΔE| < conv_tol and ‖g‖ < conv_tol_grad, g the occupied–virtual Fock block) and a
 ``max_cycle`` cap, followed by PySCF's extra diagonalisation (``conv_check``). The same
@@ -107,7 +110,9 @@ class Hamiltonian:
     s: jax.Array  # (n, n) overlap, identity on padding AOs
     h: jax.Array  # (n, n) core Hamiltonian, a high level on padding AOs (pad_core)
     eri_j: jax.Array | None  # (npair, npair) (ij|kl) over AO pairs i >= j, k >= l
-    eri_k: jax.Array | None  # (n*n, n*n) (ik|jl): K = eri_k @ vec(D), hybrids only
+    # (n*n, n*n) exchange layout of the scaled ERIs c_x (ik|jl) + (alpha - c_x) (ik|jl)_LR:
+    # K_x = eri_k @ vec(D); None without exact exchange
+    eri_k: jax.Array | None
     e_nuc: jax.Array
     dipole: jax.Array  # (3, n, n) <mu|r|nu>, origin 0
     ao: jax.Array  # (1 or 4, G, n) AO values (and gradients) on the grid
@@ -124,10 +129,29 @@ def nuclear_repulsion(positions, charges):
     return 0.5 * jnp.sum(charges[:, None] * charges[None, :] * inv)
 
 
-def build_hamiltonian(inputs: SCFInputs, xc: str, packed=None) -> Hamiltonian:
+def two_electron_ints(inputs: SCFInputs, xc: str) -> tuple[jax.Array, jax.Array | None]:
+    """s8-packed ERIs of one molecule for functional ``xc``: ``(packed, packed_x)``.
+
+    ``packed``: (ij|kl) (Coulomb). ``packed_x``: the ERIs exchange is built from, scaled by
+    the functional's fractions, :math:`c_x (ij|kl) + (\alpha - c_x)(ij|kl)_{LR}` with the
+    long-range integrals of erf(omega r12)/r12 (``eri_packed(omega=)``) for range-separated
+    hybrids; None without exact exchange. One vector for both keeps a single K layout."""
+    functional = get_functional(xc)
+    packed = eri_packed(inputs.basis, inputs.positions)
+    if not functional.has_exchange:
+        return packed, None
+    packed_x = functional.hyb * packed
+    if functional.lr_coef != 0.0:
+        lr = eri_packed(inputs.basis, inputs.positions, omega=functional.omega)
+        packed_x = packed_x + functional.lr_coef * lr
+    return packed, packed_x
+
+
+def build_hamiltonian(inputs: SCFInputs, xc: str, eris=None) -> Hamiltonian:
     """Integrals, grid and AO values of one molecule in the dtype of ``inputs``.
 
-    ``packed``: optional precomputed s8-packed ERIs (cast to the dtype of ``inputs``).
+    ``eris``: optional precomputed ``two_electron_ints(inputs, xc)`` (cast to the dtype of
+    ``inputs``).
     """
     functional = get_functional(xc)
     dtype = inputs.positions.dtype
@@ -136,10 +160,9 @@ def build_hamiltonian(inputs: SCFInputs, xc: str, packed=None) -> Hamiltonian:
     pad = 1.0 - inputs.ao_mask
     s = one["overlap"] + jnp.diag(pad)
     h = pad_core(one["kinetic"] + one["nuclear"], inputs.ao_mask)
-    if packed is None:
-        packed = eri_packed(inputs.basis, inputs.positions)
-    packed = packed.astype(dtype)
-    eri_j, eri_k = two_electron_layouts(packed, s.shape[0], functional.hyb != 0.0)
+    if eris is None:
+        eris = two_electron_ints(inputs, xc)
+    eri_j, eri_k = two_electron_layouts(eris, s.shape[0], dtype)
     n = s.shape[0]
     if functional.name == "hf":
         ao = jnp.zeros((1, 0, n), dtype)
@@ -151,24 +174,25 @@ def build_hamiltonian(inputs: SCFInputs, xc: str, packed=None) -> Hamiltonian:
     return Hamiltonian(s, h, eri_j, eri_k, e_nuc, one["dipole"], ao, weights)
 
 
-def two_electron_layouts(packed, n: int, hybrid: bool):
-    """J layout (npair, npair) and, for hybrids, the K layout (n*n, n*n) from s8-packed ERIs."""
-    return packed_to_pairs(packed, n), (packed_to_exchange(packed, n) if hybrid else None)
+def two_electron_layouts(eris, n: int, dtype):
+    """J layout (npair, npair) and, with exact exchange, the K layout (n*n, n*n), in
+    ``dtype``, from ``two_electron_ints``' s8-packed ``(packed, packed_x)``."""
+    packed, packed_x = eris
+    eri_j = packed_to_pairs(packed.astype(dtype), n)
+    return eri_j, (None if packed_x is None else packed_to_exchange(packed_x.astype(dtype), n))
 
 
-def cast_hamiltonian(ham: Hamiltonian, dtype, packed=None) -> Hamiltonian:
+def cast_hamiltonian(ham: Hamiltonian, dtype, eris=None) -> Hamiltonian:
     """``ham`` with every floating array cast to ``dtype``.
 
     float32 mode builds the Hamiltonian once in float64 (for the finish) and iterates on
-    this copy. With ``packed`` (the s8-packed ERIs ``ham`` was built from) the J/K layouts
-    are gathered again from the packed vector cast to ``dtype`` instead of cast from the
-    float64 layouts: the same values, read from the 8x smaller array.
+    this copy. With ``eris`` (the s8-packed ``two_electron_ints`` ``ham`` was built from)
+    the J/K layouts are gathered again from the packed vectors cast to ``dtype`` instead of
+    cast from the float64 layouts: the same values, read from 8x smaller arrays.
     """
     lay = {}
-    if packed is not None:
-        eri_j, eri_k = two_electron_layouts(
-            packed.astype(dtype), ham.s.shape[0], ham.eri_k is not None
-        )
+    if eris is not None:
+        eri_j, eri_k = two_electron_layouts(eris, ham.s.shape[0], dtype)
         lay = dict(eri_j=eri_j, eri_k=eri_k)
         ham = dataclasses.replace(ham, eri_j=None, eri_k=None)
     ham = jax.tree_util.tree_map(
@@ -193,16 +217,15 @@ def xc_energy(ao, weights, dm, xc: str):
 
 def veff(ham: Hamiltonian, dm, xc: str):
     """Two-electron potential (n, n) and its energy (Coulomb + exchange + XC) for ``dm``."""
-    functional = get_functional(xc)
     n = dm.shape[0]
     pi, pj, w = pair_arrays(n)
     j = pairs_to_matrix(ham.eri_j @ (dm[pi, pj] * jnp.asarray(w, dm.dtype)), n)
     v = j
     e2 = 0.5 * jnp.sum(dm * j)
     if ham.eri_k is not None:
-        k = (ham.eri_k @ dm.reshape(-1)).reshape(n, n)
-        v = v - 0.5 * functional.hyb * k
-        e2 = e2 - 0.25 * functional.hyb * jnp.sum(dm * k)
+        k = (ham.eri_k @ dm.reshape(-1)).reshape(n, n)  # K_x, fractions included
+        v = v - 0.5 * k
+        e2 = e2 - 0.25 * jnp.sum(dm * k)
     e_xc, _, vxc = xc_energy(ham.ao, ham.weights, dm, xc)
     return v + vxc, e2 + e_xc
 
