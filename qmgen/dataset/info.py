@@ -19,7 +19,16 @@ PLOTS = (
     ("n_atoms", "atoms per conformer"),
 )
 # the level of theory, printed first and once (config.json repeats it among the options)
-LEVEL_KEYS = ("xc", "basis", "grid_level", "precision", "forces", "conv_tol", "max_cycle")
+LEVEL_KEYS = (
+    "xc",
+    "basis",
+    "grid_level",
+    "precision",
+    "forces",
+    "conv_tol",
+    "max_cycle",
+    "density_fit",
+)
 
 
 def _status_name(code: int) -> str:

@@ -35,6 +35,8 @@ import numpy as np
 from qmgen.molecule import SYMBOLS, Molecule, MoleculeError
 
 LMAX = 3  # s, p, d, f
+LMAX_AUX = 4  # auxiliary bases (def2-universal-jkfit has g shells)
+DEFAULT_AUX = "default"  # PySCF's auxiliary basis for the orbital basis
 
 
 class BasisError(ValueError):
@@ -136,17 +138,8 @@ class BasisLayout:
         return out
 
 
-@cache
-def element_shells(z: int, name: str) -> tuple:
-    """Shell groups of element ``z`` in basis ``name``.
-
-    Returns a tuple of (ls, exponents (nprim,), coefficients (nprim, len(ls)), ao_offsets),
-    one per group of shells that share exponents (s and p of an L shell), with
-    ``ao_offsets[k]`` the position of the first AO of angular momentum ``ls[k]`` within the
-    atom's AOs in PySCF's order. Coefficients are libcint's (radial normalisation
-    included); general contractions are split into one shell per contraction, which keeps
-    PySCF's AO order.
-    """
+def _pyscf_atom(z: int, name: str):
+    """A one-atom PySCF molecule of element ``z`` in basis ``name`` (BasisError if absent)."""
     from pyscf import gto
     from pyscf.lib.exceptions import BasisNotFoundError
 
@@ -159,14 +152,40 @@ def element_shells(z: int, name: str) -> tuple:
         raise BasisError(f"cannot load basis {name!r} for {symbol}: {err}") from err
     if mol.nbas == 0:
         raise BasisError(f"basis {name!r} has no functions for element {symbol} (Z={z})")
+    return mol
+
+
+@cache
+def aux_basis_spec(z: int, name: str, auxbasis: str = DEFAULT_AUX):
+    """The auxiliary (density-fitting) basis of element ``z`` for orbital basis ``name``:
+    ``(label, spec)``, ``spec`` what ``pyscf.df.make_auxmol`` takes for the element.
+
+    ``auxbasis`` "default" is PySCF's choice (``pyscf.df.addons.make_auxbasis``, as
+    ``mf.density_fit()``): a fitted set where one is tabulated for the orbital basis
+    (def2-svp-jkfit, which is def2-universal-jkfit, for def2-SVP; def2-tzvp-jkfit
+    for def2-TZVP; cc-pvdz-jkfit for 6-31G*), else even-tempered Gaussians generated
+    from the orbital exponents (``aug_etb``), whose label is "etb:<basis>". Any other
+    value is a basis name PySCF knows (e.g. "def2-universal-jkfit").
+    """
+    from pyscf.df import addons
+
+    if auxbasis != DEFAULT_AUX:
+        return auxbasis, auxbasis
+    mol = _pyscf_atom(z, name)  # verbose=0: PySCF's note on generated ETB functions is quiet
+    spec = addons.make_auxbasis(mol)[mol.atom_symbol(0)]
+    return (spec if isinstance(spec, str) else f"etb:{name}"), spec
+
+
+def _mol_shells(mol, name: str, lmax: int) -> tuple:
+    symbol = mol.atom_symbol(0)
     groups: list[list] = []  # [ls, exps, [coef columns], [ao offsets]]
     ao = 0
     for ib in range(mol.nbas):
         l = int(mol.bas_angular(ib))
-        if l > LMAX:
+        if l > lmax:
             raise BasisError(
                 f"basis {name!r} for {symbol} has a shell with angular momentum l={l}; "
-                f"qmgen implements l <= {LMAX} (s, p, d, f)"
+                f"qmgen implements l <= {lmax} here"
             )
         exps = np.asarray(mol.bas_exp(ib), dtype=np.float64)
         coefs = np.asarray(mol._libcint_ctr_coeff(ib), dtype=np.float64)  # (nprim, nctr)
@@ -194,14 +213,41 @@ def element_shells(z: int, name: str) -> tuple:
     return tuple(out)
 
 
-def structure_of(z: np.ndarray, name: str) -> tuple:
+@cache
+def element_shells(z: int, name: str, aux: str | None = None) -> tuple:
+    """Shell groups of element ``z`` in basis ``name`` (with ``aux``: of its auxiliary
+    basis for density fitting, see ``aux_basis_spec``; "default" for PySCF's choice).
+
+    Returns a tuple of (ls, exponents (nprim,), coefficients (nprim, len(ls)), ao_offsets),
+    one per group of shells that share exponents (s and p of an L shell), with
+    ``ao_offsets[k]`` the position of the first AO of angular momentum ``ls[k]`` within the
+    atom's AOs in PySCF's order. Coefficients are libcint's (radial normalisation
+    included, as PySCF normalises auxiliary functions too); general contractions are split
+    into one shell per contraction, which keeps PySCF's AO order.
+    """
+    mol = _pyscf_atom(z, name)
+    if aux is None:
+        return _mol_shells(mol, name, LMAX)
+    from pyscf.df import addons
+
+    label, spec = aux_basis_spec(z, name, aux)
+    try:
+        auxmol = addons.make_auxmol(mol, {mol.atom_symbol(0): spec})
+    except Exception as err:  # noqa: BLE001 - PySCF raises several types for a bad name
+        raise BasisError(f"cannot load auxiliary basis {label!r} for {SYMBOLS[z]}: {err}") from err
+    if auxmol.nbas == 0:
+        raise BasisError(f"auxiliary basis {label!r} has no functions for {SYMBOLS[z]}")
+    return _mol_shells(auxmol, label, LMAX_AUX)
+
+
+def structure_of(z: np.ndarray, name: str, aux: str | None = None) -> tuple:
     """The basis structure ((ls, nprim, count) per kind) of atoms ``z`` in basis ``name``.
 
     One kind per tuple of angular momenta ``ls``; nprim is the largest of its shells.
     """
     counts: dict[tuple, list[int]] = {}
     for zi in np.asarray(z).tolist():
-        for ls, exps, _, _ in element_shells(int(zi), name):
+        for ls, exps, _, _ in element_shells(int(zi), name, aux):
             c = counts.setdefault(ls, [0, 0])
             c[0] = max(c[0], exps.size)
             c[1] += 1
@@ -209,18 +255,20 @@ def structure_of(z: np.ndarray, name: str) -> tuple:
     return tuple((ls, counts[ls][0], counts[ls][1]) for ls in keys)
 
 
-def _n_ao_atom(z: int, name: str) -> int:
-    return sum(sum(2 * l + 1 for l in ls) for ls, _, _, _ in element_shells(z, name))
+def _n_ao_atom(z: int, name: str, aux: str | None = None) -> int:
+    return sum(sum(2 * l + 1 for l in ls) for ls, _, _, _ in element_shells(z, name, aux))
 
 
 def build_basis(
-    mol: Molecule, name: str = "sto-3g", structure: tuple | None = None
+    mol: Molecule, name: str = "sto-3g", structure: tuple | None = None, aux: str | None = None
 ) -> tuple[Basis, BasisLayout]:
     """Arrays of ``mol``'s basis ``name`` grouped by kind, optionally padded to ``structure``.
 
     Args:
       mol: the molecule.
       name: basis-set name PySCF knows ("sto-3g", "6-31g*", "def2-svp", ...).
+      aux: None for the orbital basis; else the auxiliary basis of ``name`` for density
+        fitting ("default" for PySCF's choice, see ``aux_basis_spec``).
       structure: optional ((ls, nprim, count), ...) to pad to (see ``structure_of``);
         every kind of the molecule must fit. Padding shells sit on atom 0 with zero
         coefficients, so their AOs vanish identically.
@@ -233,11 +281,11 @@ def build_basis(
     per_kind: dict[tuple, list] = {}
     ao = 0
     for atom, zi in enumerate(mol.z.tolist()):
-        for ls, exps, coefs, offs in element_shells(int(zi), name):
+        for ls, exps, coefs, offs in element_shells(int(zi), name, aux):
             per_kind.setdefault(ls, []).append((atom, exps, coefs, [ao + o for o in offs]))
-        ao += _n_ao_atom(int(zi), name)
+        ao += _n_ao_atom(int(zi), name, aux)
     n_ao = ao
-    need = structure_of(mol.z, name)
+    need = structure_of(mol.z, name, aux)
     if structure is None:
         structure = need
     else:

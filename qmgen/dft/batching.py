@@ -63,22 +63,39 @@ class Bucket:
     structure: tuple  # ((ls, nprim, count), ...)
     n_atoms: int
     n_points: int
+    # density fitting: the auxiliary basis ("default" = PySCF's choice for ``basis``) and
+    # its structure; None and () for exact ERIs
+    auxbasis: str | None = None
+    aux_structure: tuple = ()
 
     @property
     def n_ao(self) -> int:
         return sum(c * sum(2 * l + 1 for l in ls) for ls, _, c in self.structure)
 
+    @property
+    def n_aux(self) -> int:
+        return sum(c * sum(2 * l + 1 for l in ls) for ls, _, c in self.aux_structure)
 
-def bucket_of(mol: Molecule, basis: str, grid_level: int, policy: BucketPolicy) -> Bucket:
-    """The bucket ``mol`` falls in (raises BasisError for elements the basis lacks)."""
-    structure = tuple(
-        (ls, nprim, ladder(count, policy.shells)) for ls, nprim, count in structure_of(mol.z, basis)
-    )
+
+def bucket_of(
+    mol: Molecule, basis: str, grid_level: int, policy: BucketPolicy, auxbasis: str | None = None
+) -> Bucket:
+    """The bucket ``mol`` falls in (raises BasisError for elements the basis lacks).
+
+    ``auxbasis``: None for exact ERIs, else the density-fitting basis ("default" for
+    PySCF's choice); its shell counts are padded on the same ladder as the orbital shells.
+    """
+
+    def padded(found):
+        return tuple((ls, nprim, ladder(count, policy.shells)) for ls, nprim, count in found)
+
     return Bucket(
         basis=basis,
-        structure=structure,
+        structure=padded(structure_of(mol.z, basis)),
         n_atoms=ladder(mol.n_atoms, policy.atoms),
         n_points=ladder(grid_size(mol.z, grid_level), policy.grid),
+        auxbasis=auxbasis,
+        aux_structure=() if auxbasis is None else padded(structure_of(mol.z, basis, auxbasis)),
     )
 
 
@@ -110,17 +127,23 @@ def coarsen(buckets: dict, min_size: int) -> dict:
 
 def merge_buckets(a: Bucket, b: Bucket) -> Bucket:
     """The smallest bucket holding both (kinds present in either, larger counts)."""
+    return Bucket(
+        basis=a.basis,
+        structure=_merge_structures(a.structure, b.structure),
+        n_atoms=max(a.n_atoms, b.n_atoms),
+        n_points=max(a.n_points, b.n_points),
+        auxbasis=a.auxbasis,
+        aux_structure=_merge_structures(a.aux_structure, b.aux_structure),
+    )
+
+
+def _merge_structures(a: tuple, b: tuple) -> tuple:
     kinds: dict[tuple, list[int]] = {}
-    for ls, nprim, count in a.structure + b.structure:
+    for ls, nprim, count in a + b:
         k = kinds.setdefault(ls, [0, 0])
         k[0], k[1] = max(k[0], nprim), max(k[1], count)
     keys = sorted(kinds, key=lambda ls: (max(ls), len(ls), ls))
-    return Bucket(
-        basis=a.basis,
-        structure=tuple((ls, kinds[ls][0], kinds[ls][1]) for ls in keys),
-        n_atoms=max(a.n_atoms, b.n_atoms),
-        n_points=max(a.n_points, b.n_points),
-    )
+    return tuple((ls, kinds[ls][0], kinds[ls][1]) for ls in keys)
 
 
 def prepare(mol: Molecule, bucket: Bucket, grid_level: int, dtype=np.float64):
@@ -140,6 +163,13 @@ def prepare(mol: Molecule, bucket: Bucket, grid_level: int, dtype=np.float64):
         dm0=sad_density(mol, layout, basis.n_ao).astype(dtype),
         n_occ=np.asarray(mol.n_electrons // 2, np.int32),
     )
+    if bucket.auxbasis is not None:
+        aux, aux_layout = build_basis(
+            mol, bucket.basis, structure=bucket.aux_structure, aux=bucket.auxbasis
+        )
+        inputs = dataclasses.replace(
+            inputs, aux=aux.astype(dtype), aux_mask=aux_layout.ao_mask.astype(dtype)
+        )
     inputs = dataclasses.replace(
         inputs,
         grid=dataclasses.replace(

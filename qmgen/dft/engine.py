@@ -251,7 +251,11 @@ def default_batch_size(bucket: Bucket, settings: Settings) -> int:
     # float32 mode holds the float64 Hamiltonian and its float32 copy
     width = 8 if settings.precision == "float64" else 12
     hyb = get_functional(settings.xc).has_exchange
-    per_mol = width * (2 * npair * npair + (n**4 if hyb else 0) + 5 * bucket.n_points * n)
+    if bucket.auxbasis is not None:  # two fitted tensors at most, and K's intermediate
+        two_e = 3 * bucket.n_aux * n * n
+    else:
+        two_e = 2 * npair * npair + (n**4 if hyb else 0)
+    per_mol = width * (two_e + 5 * bucket.n_points * n)
     try:
         total = dev.memory_stats()["bytes_limit"]
     except Exception:  # noqa: BLE001 - not every backend reports memory
@@ -272,6 +276,22 @@ def _check_options(xc, basis, grid_level, precision):
         raise ValueError(f"basis must be a basis-set name such as 'sto-3g', got {basis!r}")
 
 
+def auxbasis_option(density_fit) -> str | None:
+    """``compute``'s ``density_fit`` as the bucket's auxiliary basis: None (exact ERIs),
+    "default" (PySCF's choice) or a basis name."""
+    from qmgen.dft.basis import DEFAULT_AUX
+
+    if density_fit is False or density_fit is None:
+        return None
+    if density_fit is True:
+        return DEFAULT_AUX
+    if isinstance(density_fit, str) and density_fit.strip():
+        return density_fit.strip()
+    raise ValueError(
+        f"density_fit must be True, False or an auxiliary basis name, got {density_fit!r}"
+    )
+
+
 @with_x64
 def compute(
     molecules: Sequence[Molecule],
@@ -290,6 +310,7 @@ def compute(
     progress: bool | Callable[[int, int], None] = False,
     cycle_budget: int | None = None,
     eigensolver: str = "auto",
+    density_fit: bool | str = False,
 ) -> list[dict]:
     """Kohn–Sham (or Hartree–Fock for ``xc="hf"``) labels of many molecules.
 
@@ -320,6 +341,11 @@ def compute(
         cycles in all. Ignored at batch size 1.
       eigensolver: "auto" (LAPACK on CPU, batched Jacobi on accelerators), "lapack" or
         "jacobi" (``qmgen.dft.linalg.eigh``).
+      density_fit: False for exact ERIs; True for density-fitted J and K with PySCF's
+        default auxiliary basis (``mf.density_fit()``: def2-svp-jkfit, i.e.
+        def2-universal-jkfit, for def2-SVP; cc-pvdz-jkfit for 6-31G*; even-tempered
+        functions where PySCF tabulates none); or an auxiliary basis name
+        (``qmgen.dft.density_fit``). Forces then include the auxiliary-basis response.
 
     Returns:
       One dict per input molecule, in input order, with ``energy``, ``homo``, ``lumo``,
@@ -331,6 +357,7 @@ def compute(
       implies ``scf_error < sqrt(conv_tol)`` and ``abs(delta_e) < conv_tol``.
     """
     _check_options(xc, basis, grid_level, precision)
+    auxbasis = auxbasis_option(density_fit)
     if eigensolver not in EIGENSOLVERS:
         raise ValueError(f"unknown eigensolver {eigensolver!r}; valid: {', '.join(EIGENSOLVERS)}")
     if cycle_budget is not None and (not isinstance(cycle_budget, int) or cycle_budget < 1):
@@ -366,7 +393,7 @@ def compute(
             results[i] = _failure(Status.INVALID_INPUT, f"no electrons (charge {mol.charge})")
             continue
         try:
-            b = bucket_of(mol, basis, grid_level, policy)
+            b = bucket_of(mol, basis, grid_level, policy, auxbasis)
         except (BasisError, MoleculeError) as err:
             results[i] = _failure(Status.UNSUPPORTED_ELEMENT, str(err))
             continue

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from qmgen.dft import density_fit
 from qmgen.dft.grid import place_grid
 from qmgen.dft.integrals.eri import eri_energy
 from qmgen.dft.integrals.one_electron import one_electron
@@ -96,8 +97,20 @@ def _lagrangian(positions, inputs: SCFInputs, dm, wdm, xc: str):
     charges = inputs.z.astype(dm.dtype)
     one = one_electron(inputs.basis, positions, charges)
     e = jnp.sum(dm * (one["kinetic"] + one["nuclear"])) - jnp.sum(wdm * one["overlap"])
-    e = e + eri_energy(inputs.basis, positions, _two_electron_density(dm, functional.hyb))
-    if functional.lr_coef != 0.0:
+    if inputs.aux is not None:
+        e = e + density_fit.energy(
+            inputs.basis,
+            inputs.aux,
+            positions,
+            inputs.aux_mask,
+            jax.lax.stop_gradient(dm),
+            functional.hyb,
+            functional.lr_coef,
+            functional.omega,
+        )
+    else:
+        e = e + eri_energy(inputs.basis, positions, _two_electron_density(dm, functional.hyb))
+    if functional.lr_coef != 0.0 and inputs.aux is None:
         gamma_lr = _two_electron_density(dm, functional.lr_coef, coulomb=0.0)
         e = e + eri_energy(inputs.basis, positions, gamma_lr, omega=functional.omega)
     if functional.name != "hf":

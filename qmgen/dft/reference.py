@@ -31,8 +31,13 @@ def pyscf_mol(mol: Molecule, basis: str = "sto-3g"):
     )
 
 
-def pyscf_scf(mol: Molecule, basis="sto-3g", xc="b3lyp5", grid_level=0, conv_tol=1e-10):
-    """A converged PySCF RKS/RHF object at qmgen's level of theory."""
+def pyscf_scf(
+    mol: Molecule, basis="sto-3g", xc="b3lyp5", grid_level=0, conv_tol=1e-10, density_fit=None
+):
+    """A converged PySCF RKS/RHF object at qmgen's level of theory.
+
+    ``density_fit``: None for exact ERIs, "default" for ``mf.density_fit()`` (PySCF's
+    auxiliary basis), or an auxiliary basis name."""
     from pyscf import dft, scf
 
     functional = get_functional(xc)
@@ -51,6 +56,8 @@ def pyscf_scf(mol: Molecule, basis="sto-3g", xc="b3lyp5", grid_level=0, conv_tol
         mf = dft.RKS(pm)
         mf.xc = functional.pyscf_name
         mf.grids.level = grid_level
+    if density_fit is not None:
+        mf = mf.density_fit(auxbasis=None if density_fit == "default" else density_fit)
     mf.conv_tol = conv_tol
     mf.kernel()
     return mf
@@ -63,11 +70,13 @@ def reference_labels(
     grid_level=0,
     forces=False,
     conv_tol=1e-10,
+    density_fit=None,
 ) -> dict:
     """PySCF labels under qmgen's names: energy, homo, lumo, gap, mo_energy, dipole,
     charges, forces (or None), dispersion (or None), converged, n_iter. Energies in
-    Hartree, dipole in e*Bohr; energy and forces include the dispersion."""
-    mf = pyscf_scf(mol, basis, xc, grid_level, conv_tol)
+    Hartree, dipole in e*Bohr; energy and forces include the dispersion. ``density_fit``
+    as ``pyscf_scf``."""
+    mf = pyscf_scf(mol, basis, xc, grid_level, conv_tol, density_fit)
     disp = None
     if get_functional(xc).dispersion is not None:
         disp = float(mf.scf_summary["dispersion"])

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from qmgen.dft import density_fit
 from qmgen.dft.basis import Basis
 from qmgen.dft.grid import Grid, place_grid
 from qmgen.dft.integrals.eri import eri_packed
@@ -69,7 +70,9 @@ class SCFInputs:
     basis: ``Basis`` (possibly padded). positions: (natom, 3) Bohr. z: (natom,) int, 0 for
     padding atoms. grid: ``Grid``. ao_mask: (n_ao,) 1 for real AOs, 0 for padding.
     ao_atom: (n_ao,) int atom of each AO (0 for padding). dm0: (n_ao, n_ao) initial
-    density. n_occ: () int number of doubly occupied orbitals.
+    density. n_occ: () int number of doubly occupied orbitals. aux, aux_mask: the
+    auxiliary basis (possibly padded) and its (n_aux,) mask for density fitting; None for
+    exact ERIs (the choice is part of the pytree's structure, so of the compiled program).
     """
 
     basis: Basis
@@ -81,6 +84,8 @@ class SCFInputs:
     ao_atom: jax.Array | np.ndarray
     dm0: jax.Array | np.ndarray
     n_occ: jax.Array | np.ndarray
+    aux: Basis | None = None
+    aux_mask: jax.Array | np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,14 +114,19 @@ class Hamiltonian:
 
     s: jax.Array  # (n, n) overlap, identity on padding AOs
     h: jax.Array  # (n, n) core Hamiltonian, a high level on padding AOs (pad_core)
-    eri_j: jax.Array | None  # (npair, npair) (ij|kl) over AO pairs i >= j, k >= l
-    # (n*n, n*n) exchange layout of the scaled ERIs c_x (ik|jl) + (alpha - c_x) (ik|jl)_LR:
-    # K_x = eri_k @ vec(D); None without exact exchange
-    eri_k: jax.Array | None
     e_nuc: jax.Array
     dipole: jax.Array  # (3, n, n) <mu|r|nu>, origin 0
     ao: jax.Array  # (1 or 4, G, n) AO values (and gradients) on the grid
     weights: jax.Array  # (G,)
+    # exact ERIs: (npair, npair) (ij|kl) over AO pairs i >= j, k >= l
+    eri_j: jax.Array | None = None
+    # exact ERIs: (n*n, n*n) exchange layout of the scaled ERIs
+    # c_x (ik|jl) + (alpha - c_x) (ik|jl)_LR: K_x = eri_k @ vec(D); None without exchange
+    eri_k: jax.Array | None = None
+    # density fitting: (n_aux, n, n) fitted B^Q_ij of 1/r12 and, for range-separated
+    # hybrids, of erf(omega r12)/r12 (``qmgen.dft.density_fit``)
+    df_b: jax.Array | None = None
+    df_b_lr: jax.Array | None = None
 
 
 def nuclear_repulsion(positions, charges):
@@ -129,22 +139,34 @@ def nuclear_repulsion(positions, charges):
     return 0.5 * jnp.sum(charges[:, None] * charges[None, :] * inv)
 
 
-def two_electron_ints(inputs: SCFInputs, xc: str) -> tuple[jax.Array, jax.Array | None]:
-    """s8-packed ERIs of one molecule for functional ``xc``: ``(packed, packed_x)``.
+def two_electron_ints(inputs: SCFInputs, xc: str) -> dict:
+    """Two-electron integrals of one molecule for functional ``xc``, in compact form.
 
-    ``packed``: (ij|kl) (Coulomb). ``packed_x``: the ERIs exchange is built from, scaled by
-    the functional's fractions, :math:`c_x (ij|kl) + (\alpha - c_x)(ij|kl)_{LR}` with the
-    long-range integrals of erf(omega r12)/r12 (``eri_packed(omega=)``) for range-separated
-    hybrids; None without exact exchange. One vector for both keeps a single K layout."""
+    Exact ERIs: ``packed``, the s8-packed (ij|kl), and ``packed_x``, the ERIs exchange is
+    built from, scaled by the functional's fractions,
+    :math:`c_x (ij|kl) + (\alpha - c_x)(ij|kl)_{LR}` with the long-range integrals of
+    erf(omega r12)/r12 (``eri_packed(omega=)``) for range-separated hybrids; None without
+    exact exchange. One vector for both keeps a single K layout.
+
+    Density fitting (``inputs.aux`` set): ``df_b`` and ``df_b_lr``, the fitted tensors
+    (n_aux, n, n) of 1/r12 and (range-separated hybrids only, else None) of the long-range
+    operator (``density_fit.fitted_ints``).
+    """
     functional = get_functional(xc)
+    if inputs.aux is not None:
+        args = (inputs.basis, inputs.aux, inputs.positions, inputs.aux_mask)
+        b_lr = None
+        if functional.lr_coef != 0.0:
+            b_lr = density_fit.fitted_ints(*args, omega=functional.omega)
+        return dict(df_b=density_fit.fitted_ints(*args), df_b_lr=b_lr)
     packed = eri_packed(inputs.basis, inputs.positions)
     if not functional.has_exchange:
-        return packed, None
+        return dict(packed=packed, packed_x=None)
     packed_x = functional.hyb * packed
     if functional.lr_coef != 0.0:
         lr = eri_packed(inputs.basis, inputs.positions, omega=functional.omega)
         packed_x = packed_x + functional.lr_coef * lr
-    return packed, packed_x
+    return dict(packed=packed, packed_x=packed_x)
 
 
 def build_hamiltonian(inputs: SCFInputs, xc: str, eris=None) -> Hamiltonian:
@@ -162,8 +184,8 @@ def build_hamiltonian(inputs: SCFInputs, xc: str, eris=None) -> Hamiltonian:
     h = pad_core(one["kinetic"] + one["nuclear"], inputs.ao_mask)
     if eris is None:
         eris = two_electron_ints(inputs, xc)
-    eri_j, eri_k = two_electron_layouts(eris, s.shape[0], dtype)
     n = s.shape[0]
+    layouts = two_electron_layouts(eris, n, dtype)
     if functional.name == "hf":
         ao = jnp.zeros((1, 0, n), dtype)
         weights = jnp.zeros((0,), dtype)
@@ -171,15 +193,20 @@ def build_hamiltonian(inputs: SCFInputs, xc: str, eris=None) -> Hamiltonian:
         coords, weights = place_grid(inputs.grid, inputs.positions, inputs.z)
         ao = ao_values(inputs.basis, inputs.positions, coords, deriv=int(functional.is_gga))
     e_nuc = nuclear_repulsion(inputs.positions, charges)
-    return Hamiltonian(s, h, eri_j, eri_k, e_nuc, one["dipole"], ao, weights)
+    return Hamiltonian(s, h, e_nuc, one["dipole"], ao, weights, **layouts)
 
 
-def two_electron_layouts(eris, n: int, dtype):
-    """J layout (npair, npair) and, with exact exchange, the K layout (n*n, n*n), in
-    ``dtype``, from ``two_electron_ints``' s8-packed ``(packed, packed_x)``."""
-    packed, packed_x = eris
+def two_electron_layouts(eris: dict, n: int, dtype) -> dict:
+    """The ``Hamiltonian`` fields of ``two_electron_ints``' result, in ``dtype``: the J
+    layout ``eri_j`` (npair, npair) and, with exact exchange, the K layout ``eri_k``
+    (n*n, n*n) from the packed vectors; with density fitting the fitted tensors as they
+    are."""
+    if "df_b" in eris:
+        return {key: (None if v is None else v.astype(dtype)) for key, v in eris.items()}
+    packed, packed_x = eris["packed"], eris["packed_x"]
     eri_j = packed_to_pairs(packed.astype(dtype), n)
-    return eri_j, (None if packed_x is None else packed_to_exchange(packed_x.astype(dtype), n))
+    eri_k = None if packed_x is None else packed_to_exchange(packed_x.astype(dtype), n)
+    return dict(eri_j=eri_j, eri_k=eri_k)
 
 
 def cast_hamiltonian(ham: Hamiltonian, dtype, eris=None) -> Hamiltonian:
@@ -192,9 +219,9 @@ def cast_hamiltonian(ham: Hamiltonian, dtype, eris=None) -> Hamiltonian:
     """
     lay = {}
     if eris is not None:
-        eri_j, eri_k = two_electron_layouts(eris, ham.s.shape[0], dtype)
-        lay = dict(eri_j=eri_j, eri_k=eri_k)
-        ham = dataclasses.replace(ham, eri_j=None, eri_k=None)
+        lay = two_electron_layouts(eris, ham.s.shape[0], dtype)
+        empty: dict = {key: None for key in lay}
+        ham = dataclasses.replace(ham, **empty)
     ham = jax.tree_util.tree_map(
         lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, ham
     )
@@ -217,6 +244,8 @@ def xc_energy(ao, weights, dm, xc: str):
 
 def veff(ham: Hamiltonian, dm, xc: str):
     """Two-electron potential (n, n) and its energy (Coulomb + exchange + XC) for ``dm``."""
+    if ham.df_b is not None:
+        return _veff_df(ham, dm, xc)
     n = dm.shape[0]
     pi, pj, w = pair_arrays(n)
     j = pairs_to_matrix(ham.eri_j @ (dm[pi, pj] * jnp.asarray(w, dm.dtype)), n)
@@ -224,6 +253,24 @@ def veff(ham: Hamiltonian, dm, xc: str):
     e2 = 0.5 * jnp.sum(dm * j)
     if ham.eri_k is not None:
         k = (ham.eri_k @ dm.reshape(-1)).reshape(n, n)  # K_x, fractions included
+        v = v - 0.5 * k
+        e2 = e2 - 0.25 * jnp.sum(dm * k)
+    e_xc, _, vxc = xc_energy(ham.ao, ham.weights, dm, xc)
+    return v + vxc, e2 + e_xc
+
+
+def _veff_df(ham: Hamiltonian, dm, xc: str):
+    """``veff`` with density-fitted J and K (``qmgen.dft.density_fit``)."""
+    functional = get_functional(xc)
+    v = density_fit.coulomb(ham.df_b, dm)
+    e2 = 0.5 * jnp.sum(dm * v)
+    k = None
+    if functional.hyb != 0.0:
+        k = functional.hyb * density_fit.exchange(ham.df_b, dm)
+    if ham.df_b_lr is not None:
+        k_lr = functional.lr_coef * density_fit.exchange(ham.df_b_lr, dm)
+        k = k_lr if k is None else k + k_lr
+    if k is not None:
         v = v - 0.5 * k
         e2 = e2 - 0.25 * jnp.sum(dm * k)
     e_xc, _, vxc = xc_energy(ham.ao, ham.weights, dm, xc)

@@ -39,6 +39,15 @@ def register(subparsers) -> None:
     g.add_argument("--forces", action="store_true", help="also compute forces")
     g.add_argument("--conv-tol", type=float, default=1e-9, help="SCF energy tolerance")
     g.add_argument("--max-cycle", type=int, default=50, help="SCF iteration limit")
+    g.add_argument(
+        "--density-fit",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="AUXBASIS",
+        help="density-fitted J and K; AUXBASIS defaults to PySCF's choice for the basis "
+        "(def2-svp-jkfit = def2-universal-jkfit for def2-SVP, cc-pvdz-jkfit for 6-31G*)",
+    )
     g = p.add_argument_group("conformers")
     g.add_argument("--conformers", type=int, default=1, help="conformers per molecule (ETKDG)")
     g.add_argument("--optimize", choices=("none", "mmff", "uff"), default="none")
@@ -123,6 +132,7 @@ def run_generate(args: argparse.Namespace) -> int:
         forces=args.forces,
         conv_tol=args.conv_tol,
         max_cycle=args.max_cycle,
+        density_fit=args.density_fit,
         conformers=args.conformers,
         optimize=args.optimize,
         prune_rms=args.prune_rms,

@@ -62,6 +62,7 @@ MERGE_KEYS = (
     "seed",
     "elements",
     "max_atoms",
+    "density_fit",
 )
 SYNC_EVERY = 1024  # manifest lines (and new shard directories) fsync'd per block
 

@@ -19,7 +19,9 @@ class GenerateOptions:
     """Options that decide the content of a dataset (hashed; a resume must match them).
 
     Level of theory: ``xc``, ``basis``, ``grid_level``, ``precision``, ``forces``,
-    ``conv_tol``, ``max_cycle``. Chemistry: ``conformers`` per molecule, ``optimize``
+    ``conv_tol``, ``max_cycle``, ``density_fit`` (None: exact ERIs; "default": PySCF's
+    auxiliary basis for ``basis``; or an auxiliary basis name). Chemistry: ``conformers``
+    per molecule, ``optimize``
     ("none"/"mmff"/"uff"), ``prune_rms`` (Angstrom), ``seed``, ``elements``, ``max_atoms``,
     ``format`` (None: from the extension), ``limit`` (use only the first N input records;
     None = all). Work layout: ``shard_size`` conformers per
@@ -65,6 +67,7 @@ class GenerateOptions:
     chunk_size: int = 0
     batch_size: int | None = None
     split: str | None = None
+    density_fit: str | None = None
 
     def __post_init__(self):
         from qmgen.dft.dispersion import check_available
@@ -98,6 +101,21 @@ class GenerateOptions:
         chem = self.chem_options(0)  # validates elements, optimize, prune_rms, max_atoms
         object.__setattr__(self, "elements", ",".join(sorted(chem.elements)))
         _check_basis(self.basis)
+        if self.density_fit is not None:
+            object.__setattr__(self, "density_fit", _check_auxbasis(self.density_fit, self))
+
+    def auxbasis_labels(self) -> dict | None:
+        """{element: auxiliary basis} of the allowed elements (None for exact ERIs): the
+        resolved names of PySCF's default ("etb:<basis>" for even-tempered functions)."""
+        if self.density_fit is None:
+            return None
+        from qmgen.dft.basis import aux_basis_spec
+        from qmgen.molecule import SYMBOLS
+
+        out = {}
+        for sym in self.elements.split(","):
+            out[sym] = aux_basis_spec(SYMBOLS.index(sym), self.basis, self.density_fit)[0]
+        return out
 
     def chem_options(self, n_conformers: int | None = None):
         """The :class:`qmgen.chem.ChemOptions` of these options."""
@@ -124,13 +142,17 @@ class GenerateOptions:
             max_cycle=self.max_cycle,
             batch_size=self.batch_size,
             min_bucket_size=self.min_bucket_size,
+            density_fit=self.density_fit or False,
         )
 
     def to_dict(self) -> dict:
-        """The options as stored in config.json (``split`` only when set)."""
+        """The options as stored in config.json (``split`` and ``density_fit`` only when
+        set, so the options hash of a run without them is what it was before they
+        existed)."""
         out = dataclasses.asdict(self)
-        if out["split"] is None:
-            del out["split"]
+        for key in ("split", "density_fit"):
+            if out[key] is None:
+                del out[key]
         return out
 
     def digest(self, input_sha256: str) -> str:
@@ -162,6 +184,23 @@ def _check_basis(name: str) -> None:
         structure_of(np.array([1]), name)
     except BasisError as err:
         raise ValueError(f"unknown basis {name!r}: {err}") from None
+
+
+def _check_auxbasis(name, opts: GenerateOptions) -> str:
+    """The auxiliary basis option, checked on hydrogen and every allowed element."""
+    from qmgen.dft.basis import DEFAULT_AUX, BasisError, structure_of
+    from qmgen.molecule import SYMBOLS
+
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"density_fit must be an auxiliary basis name or 'default', got {name!r}")
+    name = name.strip()
+    name = DEFAULT_AUX if name.lower() == DEFAULT_AUX else name
+    z = np.array([SYMBOLS.index(s) for s in opts.elements.split(",")])
+    try:
+        structure_of(z, opts.basis, name)
+    except BasisError as err:
+        raise ValueError(f"unusable auxiliary basis {name!r}: {err}") from None
+    return name
 
 
 def option_changes(old: dict, new: dict) -> list[str]:

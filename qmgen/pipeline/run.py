@@ -87,6 +87,8 @@ def dataset_attrs(plan: Plan, input_path) -> dict:
     """Root attributes of every shard: level of theory, units, config, provenance."""
     opts = plan.options
     attrs = {k: getattr(opts, k) for k in LEVEL_KEYS}
+    if opts.density_fit is not None:  # absent: exact ERIs
+        attrs.update(density_fit=opts.density_fit, auxbasis=opts.auxbasis_labels())
     attrs.update(
         units="energies hartree, lengths bohr, dipole e*bohr, forces hartree/bohr",
         config=opts.to_dict(),

@@ -115,6 +115,7 @@ def validate_dataset(
             grid_level=int(level["grid_level"] or 0),  # checked by _check_level
             forces=bool(ds.has_forces),
             conv_tol=conv_tol,
+            density_fit=attrs.get("density_fit"),
         )
         errs = {}
         for key in TOLERANCES:
