@@ -4,10 +4,12 @@ in the same run.
 For each (basis, functional): the first ``qmgen.compute`` call on a fresh persistent cache
 (compile + run), a second call on the same conformers (steady state), and PySCF's RKS on
 the same conformers and settings (grid level, conv_tol), one after the other on this
-machine. Prints a Markdown table; ratio = PySCF seconds / qmgen steady seconds (> 1: qmgen
+machine. A level "basis:xc:df" runs density fitting on both sides (PySCF's
+``mf.density_fit()`` and qmgen's ``density_fit=True``, the same default auxiliary basis).
+Prints a Markdown table; ratio = PySCF seconds / qmgen steady seconds (> 1: qmgen
 faster). Writes benchmarks/out/levels.json.
 
-    python benchmarks/levels.py --levels "6-31g*:b3lyp,6-31g*:wb97x" --n 1
+    python benchmarks/levels.py --levels "6-31g*:b3lyp,6-31g*:b3lyp:df" --n 1
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def run(levels, n: int, grid_level: int, conv_tol: float) -> list[list]:
     mols = conformers(n)
     enable_compilation_cache(tempfile.mkdtemp(prefix="qmgen-levels-"))  # nothing cached
     rows = []
-    for basis, xc in levels:
-        kw = dict(basis=basis, xc=xc, grid_level=grid_level, conv_tol=conv_tol)
+    for basis, xc, *mode in levels:
+        fit = "df" in mode
+        kw = dict(basis=basis, xc=xc, grid_level=grid_level, conv_tol=conv_tol, density_fit=fit)
         t = time.perf_counter()
         first = qmgen.compute(mols, **kw)
         t_first = time.perf_counter() - t
@@ -37,7 +40,8 @@ def run(levels, n: int, grid_level: int, conv_tol: float) -> list[list]:
         again = qmgen.compute(mols, **kw)
         t_steady = time.perf_counter() - t
         t = time.perf_counter()
-        ref = [pyscf_scf(m, basis, xc, grid_level, conv_tol) for m in mols]
+        df = "default" if fit else None
+        ref = [pyscf_scf(m, basis, xc, grid_level, conv_tol, df) for m in mols]
         t_pyscf = time.perf_counter() - t
         err = max(abs(a["energy"] - r.e_tot) for a, r in zip(again, ref, strict=True))
         ok = sum(a["status"] == 0 for a in first)
@@ -46,6 +50,7 @@ def run(levels, n: int, grid_level: int, conv_tol: float) -> list[list]:
             [
                 basis,
                 xc,
+                "DF" if fit else "exact",
                 len(mols),
                 n_ao,
                 t_first - t_steady,
@@ -63,6 +68,7 @@ def run(levels, n: int, grid_level: int, conv_tol: float) -> list[list]:
 HEADER = [
     "basis",
     "xc",
+    "ERIs",
     "conformers",
     "n_ao (first)",
     "compile s (first - steady)",

@@ -107,3 +107,24 @@ def test_density_fit_options_resolve_pyscf_default():
     assert opts.auxbasis_labels() == {"H": "def2-svp-jkfit", "O": "def2-svp-jkfit"}
     assert "density_fit" not in GenerateOptions().to_dict()  # exact runs hash as before
     assert opts.compute_kwargs()["density_fit"] == "default"
+
+
+@pytest.mark.slow  # a DF bucket of its own: a few minutes of compile on 2 cores
+def test_generate_and_validate_with_density_fit(tmp_path):
+    import json
+
+    from qmgen.cli import main as cli
+    from qmgen.pipeline.validate import validate_dataset
+
+    (tmp_path / "in.smi").write_text("O\nCO\n")
+    out = tmp_path / "ds"
+    args = ["generate", str(tmp_path / "in.smi"), "--out", str(out), "--workers", "1"]
+    assert cli(args + ["--xc", "b3lyp", "--density-fit", "--no-progress", "--quiet"]) == 0
+    ds = qmgen.open_dataset(out)
+    assert ds.attrs["density_fit"] == "default"
+    labels = ds.attrs["auxbasis"]
+    labels = json.loads(labels) if isinstance(labels, str) else labels
+    assert labels["O"] == "def2-svp-jkfit"  # PySCF's choice for STO-3G
+    report = validate_dataset(out, sample=2)  # PySCF's DF as the reference
+    assert report["ok"] and report["n"] == 2
+    assert report["labels"]["energy"]["max"] < 1e-7
