@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import qmgen
-from qmgen.dft import engine
+from qmgen.dft import density_fit, engine
 from qmgen.dft.basis import aux_basis_spec, build_basis
 from qmgen.dft.integrals.three_center import int2c, int3c
 from qmgen.dft.reference import pyscf_mol, reference_labels
@@ -58,6 +58,64 @@ def test_three_and_two_centre_integrals_match_pyscf(water):
         assert np.max(np.abs(got3 - ref3)) < 1e-11
         assert np.max(np.abs(got2 - ref2)) < 1e-11
         assert np.max(np.abs(ref3)) > 1.0  # a real comparison, not of zeros
+
+
+def test_singular_long_range_metric_is_factored_as_pyscf(water):
+    """The long-range metric of water's fitting basis at omega = 0.2 is singular (Cholesky
+    fails in PySCF); PySCF's incore.cholesky_eri then keeps eigenvalues above 1e-7. The
+    fitted integrals (ij|kl) = (T A)^T (T A) are PySCF's, and their derivative is PySCF's
+    DF-gradient convention, -A^T V+ dV V+ A with V+ from its eigen-solver (the
+    pseudo-inverse itself is ill-conditioned; the fitted integrals are not). A regular
+    (positive definite) matrix keeps the Cholesky factor, whose derivative is that of the
+    inverse."""
+    import scipy.linalg
+    from pyscf.df import incore
+
+    j3, j2_lr, _ = _pyscf_df_ints(water, "sto-3g", 0.2)
+    with pytest.raises(scipy.linalg.LinAlgError):
+        scipy.linalg.cholesky(j2_lr, lower=True)
+    low = incore._eig_decompose(pyscf_mol(water, "sto-3g"), j2_lr)
+    assert low.shape[0] < j2_lr.shape[0]  # PySCF dropped functions
+    a = j3.reshape(-1, j3.shape[-1]).T  # (n_aux, n^2)
+    dj2 = np.random.default_rng(0).normal(size=j2_lr.shape)
+    dj2 = dj2 + dj2.T
+    t, dt = jax.jvp(density_fit.metric_factor, (jnp.asarray(j2_lr),), (jnp.asarray(dj2),))
+    t, dt = np.asarray(t), np.asarray(dt)
+    want = (low @ a).T @ (low @ a)
+    assert np.max(np.abs((t @ a).T @ (t @ a) - want)) < 1e-12 * np.abs(want).max()
+    pinv = low.T @ low
+    want = -(a.T @ pinv) @ dj2 @ (pinv @ a)
+    got = (dt @ a).T @ (t @ a) + (t @ a).T @ (dt @ a)
+    assert np.max(np.abs(got - want)) < 1e-6 * np.abs(want).max()
+
+    q = np.random.default_rng(1).normal(size=j2_lr.shape)
+    j2 = q @ q.T + len(q) * np.eye(len(q))  # well conditioned, so differences are exact
+    t, dt = jax.jvp(density_fit.metric_factor, (jnp.asarray(j2),), (jnp.asarray(dj2),))
+    want = np.linalg.inv(scipy.linalg.cholesky(j2, lower=True))
+    assert np.max(np.abs(np.asarray(t) - want)) < 1e-10 * np.abs(want).max()
+    step = 1e-6  # the derivative of the inverse, by central differences
+    fd = (np.linalg.inv(j2 + step * dj2) - np.linalg.inv(j2 - step * dj2)) / (2 * step)
+    got = np.asarray(dt).T @ np.asarray(t) + np.asarray(t).T @ np.asarray(dt)
+    assert np.max(np.abs(got - fd)) < 1e-6 * np.abs(fd).max()
+
+
+def test_range_separated_density_fit_matches_pyscf_df():
+    """wB97X with density fitting where the long-range metric is singular (formaldehyde:
+    PySCF's Cholesky fails and it fits over the eigenvectors it keeps): PySCF's DF energy."""
+    import scipy.linalg
+
+    mol = qmgen.Molecule(
+        z=np.array([6, 8, 1, 1]),
+        positions=np.array([[0, 0, 0], [0, 0, 2.28], [1.77, 0, -1.02], [-1.77, 0, -1.02]]),
+        charge=0,
+    )
+    _, j2_lr, _ = _pyscf_df_ints(mol, "sto-3g", 0.3)  # wB97X's omega
+    with pytest.raises(scipy.linalg.LinAlgError):
+        scipy.linalg.cholesky(j2_lr, lower=True)
+    rec = qmgen.compute([mol], xc="wb97x", conv_tol=1e-11, density_fit=True)[0]
+    assert rec["status"] == Status.OK, rec["message"]
+    ref = reference_labels(mol, xc="wb97x", conv_tol=1e-11, density_fit="default")
+    assert abs(rec["energy"] - ref["energy"]) < 1e-8
 
 
 def _df_case(water, forces):

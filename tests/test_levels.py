@@ -88,7 +88,10 @@ def test_float32_mode_within_one_mev(name, xc, basis):
 DF_CASES = [("water", xc, basis) for xc in ("b3lyp", "wb97x") for basis in ("6-31g*", "def2-svp")]
 
 
-@pytest.mark.parametrize("name,xc,basis", DF_CASES + [(SCF_LARGE[0], "b3lyp", "def2-svp")])
+@pytest.mark.parametrize(
+    "name,xc,basis",
+    DF_CASES + [(SCF_LARGE[0], "b3lyp", "def2-svp"), (SCF_LARGE[0], "wb97x", "6-31g*")],
+)
 def test_density_fit_matches_pyscf_df(name, xc, basis):
     """PySCF's default auxiliary basis on both sides: energy within 1e-8 Ha, forces
     (auxiliary-basis response included) within 1e-5 Ha/Bohr of PySCF's DF gradient."""
