@@ -149,5 +149,9 @@ def embed_molecules(
     note = optimize(mh, options.optimize, options.max_opt_iters)
     if note:
         notes.append(note)
+    if options.sample is not None:
+        from qmgen.chem.sampling import sample_conformers
+
+        sample_conformers(mh, ids, options.sample, seed)
     mols = to_molecules(mh, ids, Chem.GetFormalCharge(mh), name)
     return mols, "; ".join(notes)

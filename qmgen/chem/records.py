@@ -13,10 +13,13 @@ import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 from qmgen.molecule import Molecule, atomic_number
 from qmgen.status import Status
+
+if TYPE_CHECKING:
+    from qmgen.chem.sampling import SampleOptions
 
 InputFormat = Literal["smiles", "xyz", "sdf"]
 Optimizer = Literal["none", "mmff", "uff"]
@@ -86,6 +89,8 @@ class ChemOptions:
         as a duplicate; ``None`` keeps all.
     xyz_smiles: perceive bonds of XYZ frames (RDKit ``DetermineBonds``) to fill
         ``smiles``; set False to read XYZ without RDKit.
+    sample: None, or a :class:`qmgen.chem.sampling.SampleOptions` (rattle, nms, md) that
+        moves every embedded conformer off its minimum (given 3-D geometries are kept).
     """
 
     elements: frozenset[str] = DEFAULT_ELEMENTS
@@ -96,6 +101,7 @@ class ChemOptions:
     max_opt_iters: int = 500
     prune_rms: float | None = None
     xyz_smiles: bool = True
+    sample: SampleOptions | None = None
 
     @property
     def max_smiles_chars(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from qmgen.dataset.export import EXPORT_FORMATS, export_parquet
+from qmgen.dataset.export_ase import export_ase_db, export_extxyz
 from qmgen.dataset.info import dataset_info, format_info, write_plots
 from qmgen.dataset.verify import verify_dataset
 
@@ -36,13 +37,13 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    result = export_parquet(
-        args.dir,
-        args.out,
-        forces=args.forces,
-        dipoles=args.dipoles,
-        include_unconverged=args.include_unconverged,
-    )
+    common = dict(forces=args.forces, include_unconverged=args.include_unconverged)
+    if args.format == "parquet":
+        result = export_parquet(args.dir, args.out, dipoles=args.dipoles, **common)
+    elif args.format == "extxyz":
+        result = export_extxyz(args.dir, args.out, **common)
+    else:
+        result = export_ase_db(args.dir, args.out, backend=args.format, **common)
     skipped = f" ({result['n_skipped']} unconverged skipped)" if result["n_skipped"] else ""
     print(f"wrote {result['n_rows']} conformers to {result['path']}{skipped}")
     return 0
@@ -60,12 +61,23 @@ def register(subparsers) -> None:
     p.add_argument("dir", help="dataset directory")
     p.set_defaults(func=_cmd_verify)
 
-    p = subparsers.add_parser("export", help="export to QM1B-compatible Parquet")
+    p = subparsers.add_parser(
+        "export",
+        help="export to QM1B-compatible Parquet, extxyz or an ASE database",
+        description="parquet: QM1B's columns (eV, Bohr). extxyz, ase-db (SQLite), aselmdb "
+        "(LMDB, needs ase-db-backends): every stored label in eV and Angstrom under the "
+        "keys MACE and NequIP read (REF_energy, REF_forces, energy, forces, ...).",
+    )
     p.add_argument("dir", help="dataset directory")
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("out", help="output file")
-    p.add_argument("--forces", action="store_true", help="add a forces column (eV/Bohr)")
-    p.add_argument("--dipoles", action="store_true", help="add a dipole column (e*Bohr)")
+    p.add_argument(
+        "--forces",
+        action="store_true",
+        help="parquet: add a forces column (eV/Bohr); other formats carry stored forces "
+        "always and with --forces refuse a dataset without them",
+    )
+    p.add_argument("--dipoles", action="store_true", help="parquet: add a dipole column (e*Bohr)")
     p.add_argument(
         "--include-unconverged",
         action="store_true",

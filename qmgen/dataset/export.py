@@ -1,4 +1,5 @@
-"""``qmgen export``: QM1B-compatible Parquet.
+"""``qmgen export``: QM1B-compatible Parquet (extxyz and ASE databases for ML potentials:
+:mod:`qmgen.dataset.export_ase`).
 
 QM1B's schema (graphcore-research qm1b-dataset DATASHEET.md; pyscf-ipu's generator):
 ``smile`` str; ``atoms`` str, the element symbols concatenated in atom order
@@ -21,9 +22,10 @@ from __future__ import annotations
 import numpy as np
 
 from qmgen.dataset import open_dataset
+from qmgen.dataset.export_ase import ASE_FORMATS
 from qmgen.molecule import SYMBOLS
 
-EXPORT_FORMATS = ("parquet",)
+EXPORT_FORMATS = ("parquet", *ASE_FORMATS)
 
 
 def _atoms_string(z: np.ndarray, cache: dict) -> str:

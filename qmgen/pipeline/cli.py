@@ -55,6 +55,27 @@ def register(subparsers) -> None:
     g.add_argument("--seed", type=int, default=0, help="conformer seed (default 0)")
     g.add_argument("--elements", default="H,C,N,O,F", help="allowed elements (default HCNOF)")
     g.add_argument("--max-atoms", type=int, default=64, help="largest molecule, with H")
+    g = p.add_argument_group("off-equilibrium geometries (each conformer moved, seeded)")
+    g.add_argument(
+        "--sample",
+        choices=("rattle", "nms", "md"),
+        default=None,
+        help="rattle: Gaussian displacements; nms: normal-mode sampling on the MMFF94 "
+        "Hessian; md: short Langevin MD on MMFF94 (default: the conformers as embedded)",
+    )
+    g.add_argument(
+        "--sample-amplitude", type=float, default=0.05, help="rattle sigma, Angstrom (0.05)"
+    )
+    g.add_argument(
+        "--sample-temperature", type=float, default=300.0, help="nms/md temperature, K (300)"
+    )
+    g.add_argument("--sample-steps", type=int, default=200, help="md steps of 0.5 fs (200)")
+    g.add_argument(
+        "--min-distance",
+        type=float,
+        default=0.5,
+        help="redraw a sample with two atoms closer than this, Angstrom (0.5)",
+    )
     g = p.add_argument_group("work layout and execution")
     g.add_argument(
         "--shard-size", type=int, default=0, help="conformers per shard (default: automatic)"
@@ -136,6 +157,11 @@ def run_generate(args: argparse.Namespace) -> int:
         conformers=args.conformers,
         optimize=args.optimize,
         prune_rms=args.prune_rms,
+        sample=args.sample,
+        sample_amplitude=args.sample_amplitude,
+        sample_temperature=args.sample_temperature,
+        sample_steps=args.sample_steps,
+        min_distance=args.min_distance,
         seed=args.seed,
         elements=args.elements,
         max_atoms=args.max_atoms,

@@ -11,6 +11,7 @@ import numpy as np
 
 from qmgen.storage.runfiles import json_digest
 
+SAMPLE_KEYS = ("sample", "sample_amplitude", "sample_temperature", "sample_steps", "min_distance")
 _SPLIT = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
@@ -44,6 +45,11 @@ class GenerateOptions:
     it out when None, so the options hash of an unsplit run is what it was before
     ``split`` existed.
 
+    Off-equilibrium sampling (:mod:`qmgen.chem.sampling`): ``sample`` None (the embedded
+    conformers as they are), "rattle", "nms" or "md"; ``sample_amplitude`` (rattle's
+    standard deviation, Angstrom), ``sample_temperature`` (K, nms and md), ``sample_steps``
+    (md), ``min_distance`` (Angstrom). Left out of :meth:`to_dict` when ``sample`` is None.
+
     Execution settings that do not change results (workers, scheduler) are not here.
     """
 
@@ -68,6 +74,11 @@ class GenerateOptions:
     batch_size: int | None = None
     split: str | None = None
     density_fit: str | None = None
+    sample: str | None = None
+    sample_amplitude: float = 0.05
+    sample_temperature: float = 300.0
+    sample_steps: int = 200
+    min_distance: float = 0.5
 
     def __post_init__(self):
         from qmgen.dft.dispersion import check_available
@@ -120,7 +131,17 @@ class GenerateOptions:
     def chem_options(self, n_conformers: int | None = None):
         """The :class:`qmgen.chem.ChemOptions` of these options."""
         from qmgen.chem import ChemOptions
+        from qmgen.chem.sampling import SampleOptions
 
+        sample = None
+        if self.sample is not None:
+            sample = SampleOptions(
+                self.sample,
+                amplitude=self.sample_amplitude,
+                temperature=self.sample_temperature,
+                steps=self.sample_steps,
+                min_distance=self.min_distance,
+            )
         return ChemOptions(
             elements=self.elements,
             max_atoms=self.max_atoms,
@@ -128,6 +149,7 @@ class GenerateOptions:
             seed=self.seed,
             optimize=self.optimize,
             prune_rms=self.prune_rms,
+            sample=sample,
         )
 
     def compute_kwargs(self) -> dict:
@@ -146,12 +168,15 @@ class GenerateOptions:
         )
 
     def to_dict(self) -> dict:
-        """The options as stored in config.json (``split`` and ``density_fit`` only when
-        set, so the options hash of a run without them is what it was before they
-        existed)."""
+        """The options as stored in config.json (``split``, ``density_fit`` and the
+        sampling options only when set, so the options hash of a run without them is what
+        it was before they existed)."""
         out = dataclasses.asdict(self)
         for key in ("split", "density_fit"):
             if out[key] is None:
+                del out[key]
+        if out["sample"] is None:
+            for key in SAMPLE_KEYS:
                 del out[key]
         return out
 
