@@ -1,4 +1,5 @@
-"""The dataset subcommands: ``qmgen info``, ``qmgen verify``, ``qmgen export``."""
+"""The dataset subcommands: ``qmgen info``, ``qmgen verify``, ``qmgen export``,
+``qmgen refs``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from qmgen.dataset.export import EXPORT_FORMATS, export_parquet
 from qmgen.dataset.export_ase import export_ase_db, export_extxyz
 from qmgen.dataset.info import dataset_info, format_info, write_plots
+from qmgen.dataset.refs import ENERGY_KINDS, fit_references, write_references
 from qmgen.dataset.verify import verify_dataset
 
 
@@ -37,7 +39,9 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    common = dict(forces=args.forces, include_unconverged=args.include_unconverged)
+    common = dict(
+        forces=args.forces, include_unconverged=args.include_unconverged, energy=args.energy
+    )
     if args.format == "parquet":
         result = export_parquet(args.dir, args.out, dipoles=args.dipoles, **common)
     elif args.format == "extxyz":
@@ -46,6 +50,19 @@ def _cmd_export(args) -> int:
         result = export_ase_db(args.dir, args.out, backend=args.format, **common)
     skipped = f" ({result['n_skipped']} unconverged skipped)" if result["n_skipped"] else ""
     print(f"wrote {result['n_rows']} conformers to {result['path']}{skipped}")
+    return 0
+
+
+def _cmd_refs(args) -> int:
+    from qmgen.units import HARTREE_TO_EV
+
+    doc = fit_references(args.dir, include_unconverged=args.include_unconverged)
+    path = write_references(args.dir, doc)
+    print(f"per-element reference energies ({doc['method']}, {doc['n_conformers']} conformers):")
+    for sym, value in doc["energies"].items():
+        print(f"  {sym:2s} {value:18.10f} Ha  {value * HARTREE_TO_EV:16.6f} eV")
+    rms, worst = doc["rms_residual"] * HARTREE_TO_EV, doc["max_residual"] * HARTREE_TO_EV
+    print(f"residual: RMS {rms:.4f} eV, max {worst:.4f} eV; wrote {path}")
     return 0
 
 
@@ -83,4 +100,24 @@ def register(subparsers) -> None:
         action="store_true",
         help="also export conformers whose SCF did not converge (QM1B has none)",
     )
+    p.add_argument(
+        "--energy",
+        choices=ENERGY_KINDS,
+        default="total",
+        help="total (default); referenced: minus the per-element constants of `qmgen refs`",
+    )
     p.set_defaults(func=_cmd_export)
+
+    p = subparsers.add_parser(
+        "refs",
+        help="fit per-element reference energies over a dataset (stored in DIR/refs.json)",
+        description="Least-squares per-element energies e_Z with E ~ sum_atoms e_Z over the "
+        "converged conformers (MACE's E0s='average'), stored with the dataset for "
+        "open_dataset(energy='referenced') and export --energy referenced. Not isolated-atom "
+        "energies: those need open-shell (UKS) atoms, which qmgen does not compute yet.",
+    )
+    p.add_argument("dir", help="dataset directory")
+    p.add_argument(
+        "--include-unconverged", action="store_true", help="fit on unconverged conformers too"
+    )
+    p.set_defaults(func=_cmd_refs)

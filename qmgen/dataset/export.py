@@ -43,15 +43,17 @@ def export_parquet(
     dipoles: bool = False,
     include_unconverged: bool = False,
     rows_per_group: int = 65536,
+    energy: str = "total",
 ) -> dict:
     """Write the dataset as QM1B-compatible Parquet (see module docstring); return counts.
 
     Streams row groups of ``rows_per_group`` conformers, so memory stays bounded.
+    ``energy``: as :func:`qmgen.open_dataset` ("referenced": minus the refs.json constants).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ds = open_dataset(root, energy_unit="ev", length_unit="bohr")
+    ds = open_dataset(root, energy_unit="ev", length_unit="bohr", energy=energy)
     if forces and not ds.has_forces:
         raise ValueError(f"{root}: the dataset stores no forces; export without --forces")
     sel = ds if include_unconverged else ds.filter(converged=True)

@@ -35,6 +35,10 @@ key                where      value
 ``conformer_index``
 =================  =========  ==============================================================
 
+With ``energy="referenced"`` (``--energy referenced``) ``energy`` and ``REF_energy`` are
+the total energy minus the per-element constants of ``DIR/refs.json``
+(:mod:`qmgen.dataset.refs`); forces are unchanged.
+
 "calc" is ASE's ``SinglePointCalculator`` attached on reading (``ase.io.read`` moves the
 standard property names there), "info"/"arrays" are ``atoms.info`` / ``atoms.arrays``.
 Datasets of shard schema 1 did not store ``charge`` and ``multiplicity``; those frames
@@ -87,9 +91,11 @@ def _require(module: str, hint: str):
         raise AseUnavailable(f"this export needs {hint}") from err
 
 
-def _frames(root, include_unconverged: bool, forces: bool) -> tuple[Iterator[dict], int, int]:
+def _frames(
+    root, include_unconverged: bool, forces: bool, energy: str = "total"
+) -> tuple[Iterator[dict], int, int]:
     """(iterator of per-conformer dicts in ASE units, rows exported, rows skipped)."""
-    ds = open_dataset(root, energy_unit="ev", length_unit="angstrom")
+    ds = open_dataset(root, energy_unit="ev", length_unit="angstrom", energy=energy)
     if forces and not ds.has_forces:
         raise ValueError(f"{root}: the dataset stores no forces; export without --forces")
     sel = ds if include_unconverged else ds.filter(converged=True)
@@ -177,11 +183,13 @@ def _extxyz_frame(f: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_extxyz(root, out, include_unconverged: bool = False, forces: bool = False) -> dict:
+def export_extxyz(
+    root, out, include_unconverged: bool = False, forces: bool = False, energy: str = "total"
+) -> dict:
     """Write the dataset as extended XYZ (see module docstring); return counts.
 
     ``forces``: refuse a dataset without forces (they are written whenever stored)."""
-    frames, n, skipped = _frames(root, include_unconverged, forces)
+    frames, n, skipped = _frames(root, include_unconverged, forces, energy)
     with open(out, "w", encoding="ascii") as fh:
         for f in frames:
             fh.write(_extxyz_frame(f))
@@ -216,7 +224,12 @@ def _db_string_ok(text: str) -> bool:
 
 
 def export_ase_db(
-    root, out, include_unconverged: bool = False, forces: bool = False, backend: str = "ase-db"
+    root,
+    out,
+    include_unconverged: bool = False,
+    forces: bool = False,
+    backend: str = "ase-db",
+    energy: str = "total",
 ) -> dict:
     """Write the dataset as an ASE database: ``backend`` "ase-db" (SQLite, ``.db``) or
     "aselmdb" (fairchem's LMDB backend from ``ase-db-backends``). Replaces ``out``."""
@@ -231,7 +244,7 @@ def export_ase_db(
         )
     import ase.db
 
-    frames, n, skipped = _frames(root, include_unconverged, forces)
+    frames, n, skipped = _frames(root, include_unconverged, forces, energy)
     kind = "db" if backend == "ase-db" else "aselmdb"
     attrs = open_dataset(root).attrs
     db = ase.db.connect(str(out), type=kind, append=False)

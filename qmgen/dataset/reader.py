@@ -383,6 +383,7 @@ def open_dataset(
     length_unit: str = "bohr",
     verify: str = "once",
     cache_bytes: int | None = None,
+    energy: str = "total",
 ) -> Dataset:
     """Open the dataset directory ``path`` (index.json, or manifest.jsonl while running).
 
@@ -392,13 +393,20 @@ def open_dataset(
     opens it) or "none" (size check and HDF5 fletcher32 chunk checksums only).
     ``cache_bytes``: per-process budget of decoded shards for random access (default
     min(2 GiB, a quarter of RAM)).
+    ``energy``: "total" (as computed), "referenced" (minus the per-element constants of
+    ``DIR/refs.json``, written by ``qmgen refs DIR``: :mod:`qmgen.dataset.refs`) or
+    "atomization" (minus isolated-atom energies: refused until qmgen has open-shell atoms).
+    Only ``energy`` changes; ``homo``, ``lumo``, ``dispersion`` and forces do not.
     """
+    from qmgen.dataset.refs import reference_table
+
     root = Path(path)
+    refs = reference_table(root, energy)
     try:
         index = mf.read_index(root)
     except FileNotFoundError:
         index = _index_from_manifest(root)
-    store = Store(root, index, energy_unit, length_unit, verify, cache_bytes)
+    store = Store(root, index, energy_unit, length_unit, verify, cache_bytes, refs)
     ds = Dataset(store)
     unknown = unknown_fields(store.schema_version)
     if unknown:

@@ -48,7 +48,9 @@ def _stat_and_hash(path) -> tuple[tuple[str, int, int], str]:
 class Store:
     """Shard table, unit factors and the process-local handles and caches of a dataset."""
 
-    def __init__(self, root, index, energy_unit, length_unit, verify, cache_bytes):
+    def __init__(
+        self, root, index, energy_unit, length_unit, verify, cache_bytes, energy_refs=None
+    ):
         if verify not in VERIFY_MODES:
             raise ValueError(f"unknown verify mode {verify!r}; valid: {', '.join(VERIFY_MODES)}")
         self.root = Path(root)
@@ -59,6 +61,7 @@ class Store:
         self.offsets = self.table.offsets
         self.energy_unit, self.length_unit = energy_unit.lower(), length_unit.lower()
         self.ef, self.lf = energy_factor(energy_unit), length_factor(length_unit)
+        self.energy_refs = energy_refs  # per-Z Hartree to subtract (qmgen.dataset.refs)
         self.verify = verify
         self.cache_bytes = _default_cache_bytes() if cache_bytes is None else int(cache_bytes)
         self._reset_process_state()
@@ -219,6 +222,12 @@ class Store:
     def _decode(self, s: int, raw: dict) -> Columns:
         ef, lf = self.ef, self.lf
         conf = {k: raw[k] for k in raw if k not in ("z", "positions", "charges", "forces")}
+        if self.energy_refs is not None:
+            from qmgen.dataset.refs import per_conformer
+
+            conf["energy"] = conf["energy"] - per_conformer(
+                self.energy_refs, raw["z"], raw["atom_offset"]
+            )
         for k in ENERGY_FIELDS:
             if ef != 1.0 and k in conf:
                 conf[k] = conf[k] * ef
