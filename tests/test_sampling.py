@@ -54,7 +54,7 @@ def test_rattle_amplitude_and_minimum_distance():
     assert "min_distance 3.0 Angstrom" in rec.message
 
 
-def test_sample_options_are_checked():
+def test_sample_options_are_checked(tmp_path):
     with pytest.raises(ValueError, match="unknown sample='shake'"):
         SampleOptions("shake")
     with pytest.raises(ValueError, match="amplitude"):
@@ -64,6 +64,13 @@ def test_sample_options_are_checked():
     # a run without sampling hashes as before sampling existed
     assert not {"sample", "min_distance"} & set(GenerateOptions().to_dict())
     assert GenerateOptions(sample="nms").to_dict()["sample_temperature"] == 300.0
+    from molecules import WATER
+
+    from qmgen.pipeline.plan import make_plan
+
+    (tmp_path / "w.xyz").write_text(WATER)
+    with pytest.raises(ValueError, match="XYZ frames of w.xyz are geometries given"):
+        make_plan(tmp_path / "w.xyz", GenerateOptions(sample="rattle"))
 
 
 def _mmff_energy(mh, pos):

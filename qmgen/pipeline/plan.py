@@ -289,6 +289,11 @@ def make_plan(
     input_path = Path(input_path)
     input_sha256 = input_sha256 or sha256_file(input_path)
     fmt = detect_format(input_path, options.format)
+    if fmt == "xyz" and getattr(options, "sample", None) is not None:
+        raise ValueError(
+            f"--sample {options.sample} moves the conformers qmgen embeds (SMILES, 2-D SDF); "
+            f"the XYZ frames of {input_path.name} are geometries given as they are"
+        )
     shapes = ShapeIds(options)
     texts: list[PlanItem] | None = None
     if fmt == "smiles":
