@@ -184,16 +184,9 @@ def _quartet_kernel(bra: dict, ket: dict, lab: int, lcd: int, omega: float = 0.0
     return jnp.einsum("qaku,qkcu->qac", w, ket["E"])
 
 
-def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int, omega: float = 0.0):
-    """Unique integrals of quartet class (p, q): (nquartets, n_a, n_b, n_c, n_d), Hartree;
-    ``omega`` (1/Bohr, static) > 0 for the long-range operator erf(omega r12)/r12."""
-    (xa, xb), (xc, xd) = pcs[p], pcs[q]
-    kinds = basis.kinds
-    lab, lcd = kinds[xa].l + kinds[xb].l, kinds[xc].l + kinds[xd].l
-    bra_all = {k: jnp.asarray(v) for k, v in pdata[pcs[p]].items()}
-    ket_all = {k: jnp.asarray(v) for k, v in pdata[pcs[q]].items()}
-    ib, ik = quartet_indices(n_pairs(basis, pcs[p]), n_pairs(basis, pcs[q]), p == q)
-    nq = ib.size
+def quartets(bra_all: dict, ket_all: dict, ib, ik, lab: int, lcd: int, omega: float):
+    """``_quartet_kernel`` over the (bra ``ib[i]``, ket ``ik[i]``) pairs of two pair-data
+    dicts, chunked to the memory budget: (len(ib), nab, ncd)."""
     nprim = bra_all["p"].shape[1] * ket_all["p"].shape[1]
     width = nprim * max(1, bra_all["E"].shape[-1] * ket_all["E"].shape[-1])
     chunk = _chunk_budget() // (width * _VMAP_WIDTH[-1])
@@ -204,7 +197,20 @@ def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int, omega: float = 
         ket = {key: v[k] for key, v in ket_all.items()}
         return _quartet_kernel(bra, ket, lab, lcd, omega)
 
-    out = map_chunks(body, (ib, ik), chunk, checkpoint=True)
+    return map_chunks(body, (ib, ik), chunk, checkpoint=True)
+
+
+def _class_block(pdata: dict, basis: Basis, pcs, p: int, q: int, omega: float = 0.0):
+    """Unique integrals of quartet class (p, q): (nquartets, n_a, n_b, n_c, n_d), Hartree;
+    ``omega`` (1/Bohr, static) > 0 for the long-range operator erf(omega r12)/r12."""
+    (xa, xb), (xc, xd) = pcs[p], pcs[q]
+    kinds = basis.kinds
+    lab, lcd = kinds[xa].l + kinds[xb].l, kinds[xc].l + kinds[xd].l
+    bra_all = {k: jnp.asarray(v) for k, v in pdata[pcs[p]].items()}
+    ket_all = {k: jnp.asarray(v) for k, v in pdata[pcs[q]].items()}
+    ib, ik = quartet_indices(n_pairs(basis, pcs[p]), n_pairs(basis, pcs[q]), p == q)
+    nq = ib.size
+    out = quartets(bra_all, ket_all, ib, ik, lab, lcd, omega)
     shape = (nq, kinds[xa].nsph, kinds[xb].nsph, kinds[xc].nsph, kinds[xd].nsph)
     return out.reshape(shape)
 

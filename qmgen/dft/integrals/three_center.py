@@ -26,14 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qmgen.dft.basis import Basis
-from qmgen.dft.chunking import map_chunks
-from qmgen.dft.integrals.eri import (
-    _VMAP_WIDTH,
-    _chunk_budget,
-    _quartet_kernel,
-    check_omega,
-    eri_pair_data,
-)
+from qmgen.dft.integrals.eri import check_omega, eri_pair_data, quartets
 from qmgen.dft.integrals.hermite import hermite_e, kind_cart2sph, kind_cart_l, pair_hermite
 from qmgen.dft.integrals.pairs import expand_pairs, pair_classes
 
@@ -62,17 +55,7 @@ def _block(bra_all: dict, ket_all: dict, lab: int, lcd: int, omega: float):
     """All (bra, ket) combinations: (nbra, nket, nab, ncd)."""
     nb, nk = bra_all["p"].shape[0], ket_all["p"].shape[0]
     ib, ik = np.divmod(np.arange(nb * nk, dtype=np.int32), nk)
-    nprim = bra_all["p"].shape[1] * ket_all["p"].shape[1]
-    width = nprim * max(1, bra_all["E"].shape[-1] * ket_all["E"].shape[-1])
-    chunk = _chunk_budget() // (width * _VMAP_WIDTH[-1])
-
-    def body(idx):
-        b, k = idx
-        bra = {key: v[b] for key, v in bra_all.items()}
-        ket = {key: v[k] for key, v in ket_all.items()}
-        return _quartet_kernel(bra, ket, lab, lcd, omega)
-
-    out = map_chunks(body, (ib, ik), chunk, checkpoint=True)
+    out = quartets(bra_all, ket_all, ib, ik, lab, lcd, omega)
     return out.reshape(nb, nk, out.shape[1], out.shape[2])
 
 
