@@ -276,3 +276,20 @@ def test_readme_ase_example_runs(generated, tmp_path):
     res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split()[0] == "4"  # the four converged conformers
+
+
+@pytest.mark.slow
+def test_readme_calculator_example_relaxes_water():
+    """README's Calculator block, run as written: BFGS stops below fmax = 0.01 eV/Angstrom,
+    at an energy below the starting geometry's (the forces led downhill)."""
+    from ase.build import molecule
+
+    text = (REPO / "README.md").read_text()
+    code = re.search(r"<!-- calculator-example -->\s*```python\n(.*?)```", text, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    atoms = scope["atoms"]
+    assert np.max(np.linalg.norm(atoms.get_forces(), axis=1)) < 0.01
+    start = molecule("H2O")
+    start.calc = Calculator(xc="b3lyp5", basis="sto-3g")
+    assert atoms.get_potential_energy() < start.get_potential_energy() - 1e-4

@@ -195,13 +195,15 @@ def test_public_api_is_float64_and_leaves_user_jax_as_it_was(user_x64):
 
 
 def test_every_python_block_in_readme_is_run_by_a_test():
-    """README's Python blocks each follow a marker that a test in test_generated_dataset.py
-    extracts and runs (api-example, train-example); an unmarked block would go stale."""
+    """README's Python blocks each follow a marker that a test extracts and runs
+    (api-example, train-example in test_generated_dataset.py; ase-example,
+    calculator-example in test_ase.py); an unmarked block would go stale."""
     import re
 
     text = (PACKAGE.parent / "README.md").read_text()
     blocks = re.findall(r"(<!-- [\w-]+ -->\s*)?```python\n", text)
     assert blocks and all(marker.strip() for marker in blocks)
-    runner = (PACKAGE.parent / "tests" / "test_generated_dataset.py").read_text()
+    runners = (PACKAGE.parent / "tests").glob("test_*.py")
+    tests = "".join(p.read_text() for p in runners if p.name != "test_layout.py")
     for marker in blocks:
-        assert marker.strip() in runner
+        assert marker.strip() in tests, f"no test runs the README block after {marker.strip()}"

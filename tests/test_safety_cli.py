@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import qmgen
-from qmgen.pipeline.lock import LOCK_NAME
+from qmgen.pipeline.lock import LOCK_NAME, DirectoryLock
 from qmgen.status import Status
 from qmgen.storage import manifest as mf
 
@@ -212,17 +212,33 @@ def _wait_for_lock_holder(out, proc, timeout=120):
 
 
 def test_wait_queues_behind_the_holder(bad_input, tmp_path):
+    """--wait blocks on a held lock and goes on once it is released. The holder is this
+    test process (a real flock on the real lock file), so the queueing does not depend on
+    a first run still being busy when the second starts (on a loaded 2-core CI machine a
+    six-line run finished before the second was up)."""
     out = tmp_path / "ds"
-    base = ["generate", bad_input, "--out", out, "--workers", "1", "--shard-size", "2"]
-    first = _popen([*base, "--no-progress"])
-    _wait_for_lock_holder(out, first)
-    second = _popen([*base, "--no-progress", "--wait"])
-    _, err2 = second.communicate(timeout=300)
-    _, err1 = first.communicate(timeout=300)
-    assert first.returncode == 0, err1[-2000:]
-    assert second.returncode == 0, err2[-2000:]
-    assert "waiting for the run that holds" in err2
+    out.mkdir()
+    holder = DirectoryLock(out)
+    holder.acquire()
+    try:
+        second = _popen(
+            ["generate", bad_input, "--out", out, "--workers", "1", "--no-progress", "--wait"]
+        )
+        seen = []
+        for line in second.stderr:
+            seen.append(line)
+            if "waiting for the run that holds" in line:
+                break
+        assert any("waiting for the run that holds" in line for line in seen), seen
+        time.sleep(1.0)
+        assert second.poll() is None, "generate --wait went on while the lock was held"
+        assert not (out / mf.MANIFEST_NAME).exists()  # nothing written while waiting
+    finally:
+        holder.release()
+    _, rest = second.communicate(timeout=300)
+    assert second.returncode == 0, ("".join(seen) + rest)[-2000:]
     assert cli("verify", out).returncode == 0
+    assert len(qmgen.open_dataset(out).failures) == len(BAD_LINES)
 
 
 def test_ctrl_c_is_exit_130_and_resumes(tmp_path):

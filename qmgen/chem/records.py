@@ -13,13 +13,10 @@ import contextlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import Literal, get_args
 
 from qmgen.molecule import Molecule, atomic_number
 from qmgen.status import Status
-
-if TYPE_CHECKING:
-    from qmgen.chem.sampling import SampleOptions
 
 InputFormat = Literal["smiles", "xyz", "sdf"]
 Optimizer = Literal["none", "mmff", "uff"]
@@ -72,6 +69,36 @@ def parse_elements(elements: str | Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+METHODS = ("rattle", "nms", "md")  # conformer sampling, qmgen.chem.sampling
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How to move a conformer off its minimum (``qmgen.chem.sampling``).
+
+    method: "rattle", "nms" or "md". amplitude: rattle's standard deviation, Angstrom.
+    temperature: K (nms, md). steps: Langevin steps (md). min_distance: Angstrom.
+    """
+
+    method: str
+    amplitude: float = 0.05
+    temperature: float = 300.0
+    steps: int = 200
+    min_distance: float = 0.5
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown sample={self.method!r}; valid: {', '.join(METHODS)}")
+        if not float(self.amplitude) > 0:
+            raise ValueError(f"sample amplitude must be > 0 Angstrom, got {self.amplitude}")
+        if not float(self.temperature) > 0:
+            raise ValueError(f"sample temperature must be > 0 K, got {self.temperature}")
+        if int(self.steps) < 1:
+            raise ValueError(f"sample steps must be >= 1, got {self.steps}")
+        if not float(self.min_distance) >= 0:
+            raise ValueError(f"min_distance must be >= 0 Angstrom, got {self.min_distance}")
+
+
 @dataclass(frozen=True)
 class ChemOptions:
     """Validation and conformer options shared by every reader.
@@ -89,7 +116,7 @@ class ChemOptions:
         as a duplicate; ``None`` keeps all.
     xyz_smiles: perceive bonds of XYZ frames (RDKit ``DetermineBonds``) to fill
         ``smiles``; set False to read XYZ without RDKit.
-    sample: None, or a :class:`qmgen.chem.sampling.SampleOptions` (rattle, nms, md) that
+    sample: None, or a :class:`SampleOptions` (rattle, nms, md) that
         moves every embedded conformer off its minimum (given 3-D geometries are kept).
     """
 

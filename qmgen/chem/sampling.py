@@ -26,18 +26,16 @@ A drawn geometry with two atoms closer than ``min_distance`` (Angstrom) is drawn
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from qmgen.chem.records import ChemError
+from qmgen.chem.records import METHODS, ChemError, SampleOptions
 from qmgen.status import Status
 
 if TYPE_CHECKING:
     from rdkit import Chem
 
-METHODS = ("rattle", "nms", "md")
 KCAL_PER_MOL_K = 1.987204259e-3  # Boltzmann constant, kcal/mol/K (CODATA 2018)
 ACCEL = 4.184e-4  # (kcal/mol/Angstrom/amu) in Angstrom/fs^2
 # omega^2 of 100 cm^-1 in kcal/mol/Angstrom^2/amu: (2 pi c nu)^2 / 4.184e26
@@ -46,33 +44,6 @@ FD_STEP = 1e-3  # Angstrom, central differences of the force-field gradient
 TIME_STEP = 0.5  # fs
 FRICTION = 0.01  # 1/fs
 MAX_DRAWS = 20
-
-
-@dataclass(frozen=True)
-class SampleOptions:
-    """How to move a conformer off its minimum (module docstring).
-
-    method: "rattle", "nms" or "md". amplitude: rattle's standard deviation, Angstrom.
-    temperature: K (nms, md). steps: Langevin steps (md). min_distance: Angstrom.
-    """
-
-    method: str
-    amplitude: float = 0.05
-    temperature: float = 300.0
-    steps: int = 200
-    min_distance: float = 0.5
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown sample={self.method!r}; valid: {', '.join(METHODS)}")
-        if not float(self.amplitude) > 0:
-            raise ValueError(f"sample amplitude must be > 0 Angstrom, got {self.amplitude}")
-        if not float(self.temperature) > 0:
-            raise ValueError(f"sample temperature must be > 0 K, got {self.temperature}")
-        if int(self.steps) < 1:
-            raise ValueError(f"sample steps must be >= 1, got {self.steps}")
-        if not float(self.min_distance) >= 0:
-            raise ValueError(f"min_distance must be >= 0 Angstrom, got {self.min_distance}")
 
 
 def closest_pair(pos: np.ndarray) -> float:

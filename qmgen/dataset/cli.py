@@ -54,9 +54,10 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_refs(args) -> int:
+    from qmgen.dataset import open_dataset
     from qmgen.units import HARTREE_TO_EV
 
-    doc = fit_references(args.dir, include_unconverged=args.include_unconverged)
+    doc = fit_references(open_dataset(args.dir), include_unconverged=args.include_unconverged)
     path = write_references(args.dir, doc)
     print(f"per-element reference energies ({doc['method']}, {doc['n_conformers']} conformers):")
     for sym, value in doc["energies"].items():

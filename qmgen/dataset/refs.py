@@ -38,16 +38,16 @@ class ReferenceEnergyError(UserError):
     """Reference energies that cannot be fitted, found or used (the message says why)."""
 
 
-def fit_references(root, include_unconverged: bool = False) -> dict:
-    """Least-squares per-element energies (Hartree) over the dataset at ``root``.
+def fit_references(ds, include_unconverged: bool = False) -> dict:
+    """Least-squares per-element energies (Hartree) over ``ds``, an opened
+    :class:`qmgen.dataset.Dataset` (the caller opens it: this module is imported by the
+    reader, so it does not import the reader back).
 
     Returns the refs.json document: ``energies`` {symbol: Hartree}, ``n_conformers``,
     ``rms_residual`` and ``max_residual`` (Hartree), ``method``, the dataset's level of
     theory. Raises :class:`ReferenceEnergyError` for an empty or rank-deficient fit.
     """
-    from qmgen.dataset import open_dataset
-
-    ds = open_dataset(root)
+    root = ds.root
     sel = ds if include_unconverged else ds.filter(converged=True)
     counts, energies = [], []
     for b in sel.batches(4096, shuffle=False, layout="packed", strings=False):
