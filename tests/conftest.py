@@ -71,6 +71,24 @@ def scf_large():
     return [embed(s) for s in SCF_LARGE]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_compiled_programs():
+    """Drop JAX's in-memory compiled programs after each test module.
+
+    XLA:CPU maps each loaded executable's code into its own memory regions and keeps them
+    while JAX's caches hold the program. One pytest process compiles several hundred SCF
+    programs; without this the process passes Linux's ``vm.max_map_count`` (65530 maps)
+    after about 365 tests, and the next compile segfaults or aborts when mmap fails.
+    Programs a later module needs again come back from the persistent cache."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _compile_cache(tmp_path_factory):
     """One persistent XLA cache per test session (shared with subprocesses)."""
