@@ -53,7 +53,9 @@ def atomic_number(symbol: str | int) -> int:
 
 @dataclass(frozen=True, eq=False)
 class Molecule:
-    """A molecule: atomic numbers ``z`` (n,), ``positions`` (n, 3) in Bohr, net ``charge``.
+    """A molecule: atomic numbers ``z`` (n,), ``positions`` (n, 3) in Bohr, net ``charge``
+    and ``spin``, the number of unpaired electrons 2S (PySCF's ``mol.spin``: 0 singlet,
+    1 doublet, 2 triplet). ``qmgen.compute`` runs unrestricted Kohn–Sham for spin > 0.
 
     >>> Molecule([8, 1, 1], [[0, 0, 0], [0, 1.43, 1.11], [0, -1.43, 1.11]])
     Molecule(OH2, charge=0)
@@ -63,6 +65,7 @@ class Molecule:
     positions: np.ndarray
     charge: int = 0
     name: str = field(default="", compare=False)
+    spin: int = 0
 
     def __post_init__(self):
         z = np.asarray(self.z)
@@ -96,15 +99,29 @@ class Molecule:
                 )
         if int(self.charge) != self.charge:
             raise MoleculeError(f"charge must be an integer, got {self.charge!r}")
+        if isinstance(self.spin, bool) or int(self.spin) != self.spin or self.spin < 0:
+            raise MoleculeError(
+                f"spin must be a non-negative integer 2S (unpaired electrons), got {self.spin!r}"
+            )
+        n_e = int(z.sum()) - int(self.charge)
+        if self.spin and (self.spin > n_e or (n_e - int(self.spin)) % 2):
+            raise MoleculeError(
+                f"spin 2S = {self.spin} is impossible with {n_e} electrons (charge "
+                f"{int(self.charge)}): 2S must have the parity of the electron count and "
+                "not exceed it"
+            )
         z.setflags(write=False)
         pos.setflags(write=False)
         object.__setattr__(self, "z", z)
         object.__setattr__(self, "positions", pos)
         object.__setattr__(self, "charge", int(self.charge))
+        object.__setattr__(self, "spin", int(self.spin))
 
     # ----------------------------------------------------------------- constructors
     @classmethod
-    def from_symbols(cls, symbols, coords, unit: str = "angstrom", charge: int = 0, name=""):
+    def from_symbols(
+        cls, symbols, coords, unit: str = "angstrom", charge: int = 0, name="", spin: int = 0
+    ):
         """From element symbols and coordinates in ``unit`` ("angstrom" or "bohr")."""
         scale = _unit_scale(unit)
         symbols = list(symbols)
@@ -115,10 +132,11 @@ class Molecule:
                 "expected one (x, y, z) row per symbol"
             )
         z = [atomic_number(s) for s in symbols]
-        return cls(np.asarray(z, dtype=np.int64), coords * scale, charge=charge, name=name)
+        z_arr = np.asarray(z, dtype=np.int64)
+        return cls(z_arr, coords * scale, charge=charge, name=name, spin=spin)
 
     @classmethod
-    def from_xyz(cls, text: str, charge: int = 0, unit: str = "angstrom"):
+    def from_xyz(cls, text: str, charge: int = 0, unit: str = "angstrom", spin: int = 0):
         """From XYZ text: atom count, comment line, then ``symbol x y z`` lines (Angstrom).
 
         Bare ``symbol x y z`` lines without the two header lines are accepted too.
@@ -151,7 +169,7 @@ class Molecule:
                 raise MoleculeError(f"XYZ atom line {k + 1} has a bad coordinate: {ln!r}") from err
         if not symbols:
             raise MoleculeError("empty molecule: XYZ text has no atoms")
-        return cls.from_symbols(symbols, coords, unit=unit, charge=charge, name=name)
+        return cls.from_symbols(symbols, coords, unit=unit, charge=charge, name=name, spin=spin)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -161,6 +179,15 @@ class Molecule:
     @property
     def n_electrons(self) -> int:
         return int(self.z.sum()) - self.charge
+
+    @property
+    def n_alpha(self) -> int:
+        """Alpha electrons, (N + 2S) / 2 (for spin 0 and odd N: not an integer count)."""
+        return (self.n_electrons + self.spin) // 2
+
+    @property
+    def n_beta(self) -> int:
+        return self.n_electrons - self.n_alpha
 
     @property
     def symbols(self) -> list[str]:
@@ -183,7 +210,8 @@ class Molecule:
         return "\n".join(rows) + "\n"
 
     def __repr__(self) -> str:
-        return f"Molecule({self.formula}, charge={self.charge})"
+        spin = f", spin={self.spin}" if self.spin else ""
+        return f"Molecule({self.formula}, charge={self.charge}{spin})"
 
 
 def _unit_scale(unit: str) -> float:

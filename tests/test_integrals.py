@@ -169,6 +169,7 @@ def test_overlap_derivative_matches_int1e_ipovlp(water, basis):
     assert np.max(np.abs(jac - ref)) < 1e-7
 
 
+@pytest.mark.slow  # 55 s; the default suite checks forces end to end against PySCF
 def test_eri_derivative_matches_int2e_ip1_and_finite_differences(water):
     b, layout = build_basis(water, "sto-3g")
     pos = jnp.asarray(water.positions)

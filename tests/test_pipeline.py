@@ -397,6 +397,7 @@ def test_mixed_good_and_bad_lines(client, tmp_path):
     assert not stored & set(failures)
 
 
+@pytest.mark.slow  # 100 s; test_dispersion runs validate in the default suite
 def test_validate_agrees_with_pyscf(reference):
     from qmgen.cli import main
 

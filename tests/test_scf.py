@@ -85,6 +85,7 @@ def test_mixed_batch_equals_molecule_alone():
         np.testing.assert_allclose(alone[key], batched[key], atol=1e-7)
 
 
+@pytest.mark.slow  # 340 s on 2 cores
 @pytest.mark.parametrize("k", [0, 1], ids=SCF_LARGE)
 def test_b3lyp5_nine_to_eleven_heavy_atoms_match_pyscf(k):
     got = run("large", forces=True, min_bucket_size=2)[k]
@@ -102,6 +103,7 @@ def test_6_31gs_water_matches_pyscf():
     assert_close(got, want, ("energy", "homo", "lumo", "dipole", "charges"))
 
 
+@pytest.mark.slow  # shares the 9-11 heavy-atom runs above
 def test_float32_close_to_float64():
     """The documented float32 figures: energy within 0.05 meV and gap within 0.3 meV of
     float64; dipole 1e-3 au, charges 1e-3, forces 1e-4 Ha/Bohr (measured at conv_tol 1e-9:

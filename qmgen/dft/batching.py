@@ -67,6 +67,8 @@ class Bucket:
     # its structure; None and () for exact ERIs
     auxbasis: str | None = None
     aux_structure: tuple = ()
+    # unrestricted (UKS/UHF) programs take two spin densities
+    unrestricted: bool = False
 
     @property
     def n_ao(self) -> int:
@@ -78,7 +80,12 @@ class Bucket:
 
 
 def bucket_of(
-    mol: Molecule, basis: str, grid_level: int, policy: BucketPolicy, auxbasis: str | None = None
+    mol: Molecule,
+    basis: str,
+    grid_level: int,
+    policy: BucketPolicy,
+    auxbasis: str | None = None,
+    unrestricted: bool = False,
 ) -> Bucket:
     """The bucket ``mol`` falls in (raises BasisError for elements the basis lacks).
 
@@ -96,6 +103,7 @@ def bucket_of(
         n_points=ladder(grid_size(mol.z, grid_level), policy.grid),
         auxbasis=auxbasis,
         aux_structure=() if auxbasis is None else padded(structure_of(mol.z, basis, auxbasis)),
+        unrestricted=unrestricted,
     )
 
 
@@ -108,6 +116,13 @@ def coarsen(buckets: dict, min_size: int) -> dict:
     """
     if min_size <= 1:
         return buckets
+    if len({b.unrestricted for b in buckets}) > 1:  # restricted and unrestricted never merge
+        split: dict = {}
+        for flag in (False, True):
+            split.update(
+                coarsen({b: m for b, m in buckets.items() if b.unrestricted is flag}, min_size)
+            )
+        return split
     out: dict = {}
     acc_bucket, acc = None, []  # type: ignore[var-annotated]
     for b in sorted(buckets, key=lambda b: (b.n_ao, b.n_points)):
@@ -134,6 +149,7 @@ def merge_buckets(a: Bucket, b: Bucket) -> Bucket:
         n_points=max(a.n_points, b.n_points),
         auxbasis=a.auxbasis,
         aux_structure=_merge_structures(a.aux_structure, b.aux_structure),
+        unrestricted=a.unrestricted,
     )
 
 
@@ -163,6 +179,12 @@ def prepare(mol: Molecule, bucket: Bucket, grid_level: int, dtype=np.float64):
         dm0=sad_density(mol, layout, basis.n_ao).astype(dtype),
         n_occ=np.asarray(mol.n_electrons // 2, np.int32),
     )
+    if bucket.unrestricted:  # alpha and beta halves of the guess (PySCF's UHF guess)
+        inputs = dataclasses.replace(
+            inputs,
+            dm0=np.stack([0.5 * inputs.dm0, 0.5 * inputs.dm0]),
+            n_occ=np.asarray([mol.n_alpha, mol.n_beta], np.int32),
+        )
     if bucket.auxbasis is not None:
         aux, aux_layout = build_basis(
             mol, bucket.basis, structure=bucket.aux_structure, aux=bucket.auxbasis

@@ -100,18 +100,30 @@ def exchange(b, dm):
 
 
 def energy(
-    basis: Basis, aux: Basis, positions, aux_mask, dm, hyb: float, lr_coef: float, omega: float
+    basis: Basis,
+    aux: Basis,
+    positions,
+    aux_mask,
+    dm,
+    hyb: float,
+    lr_coef: float,
+    omega: float,
+    spin_dms=None,
 ):
     r"""Two-electron energy of fixed ``dm`` with fitted integrals (for forces by autodiff):
     :math:`\tfrac12 \mathrm{tr}(D J) - \tfrac{c_x}{4}\mathrm{tr}(D K)
     - \tfrac{\alpha - c_x}{4}\mathrm{tr}(D K^{LR})`, the derivative including the
-    auxiliary-basis response (PySCF's default ``auxbasis_response=True``)."""
+    auxiliary-basis response (PySCF's default ``auxbasis_response=True``). Unrestricted
+    (``spin_dms`` (2, n, n), ``dm`` their sum): the exchange terms are
+    :math:`-\tfrac{c}{2}\sum_\sigma \mathrm{tr}(D^\sigma K[D^\sigma])`."""
     b = fitted_ints(basis, aux, positions, aux_mask)
     rho = jnp.einsum("qij,ij->q", b, dm)
     e = 0.5 * jnp.sum(rho * rho)
-    if hyb != 0.0:
-        e = e - 0.25 * hyb * jnp.sum(dm * exchange(b, dm))
-    if lr_coef != 0.0:
-        b_lr = fitted_ints(basis, aux, positions, aux_mask, omega)
-        e = e - 0.25 * lr_coef * jnp.sum(dm * exchange(b_lr, dm))
+    parts = [(dm, 0.25)] if spin_dms is None else [(spin_dms[k], 0.5) for k in range(2)]
+    b_lr = fitted_ints(basis, aux, positions, aux_mask, omega) if lr_coef != 0.0 else None
+    for x, weight in parts:
+        if hyb != 0.0:
+            e = e - weight * hyb * jnp.sum(x * exchange(b, x))
+        if b_lr is not None:
+            e = e - weight * lr_coef * jnp.sum(x * exchange(b_lr, x))
     return e

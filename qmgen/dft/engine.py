@@ -106,6 +106,7 @@ def _labels_kernel(inputs, cycles, settings: Settings):
     """
     from qmgen.dft import properties, refine
     from qmgen.dft.scf import SCFOptions, build_hamiltonian, run_scf
+    from qmgen.dft.uscf import is_unrestricted, run_uscf
 
     opts = SCFOptions(
         xc=settings.xc,
@@ -117,9 +118,11 @@ def _labels_kernel(inputs, cycles, settings: Settings):
         eigensolver=settings.eigensolver,
     )
     f32 = settings.precision == "float32"
+    uks = is_unrestricted(inputs)
+    scf = run_uscf if uks else run_scf
     if f32:
         inp64, ham64, ham = refine.hamiltonians(inputs, settings.xc)
-        loop = run_scf(inputs, refine.loop_options(opts), ham, max_cycle=cycles, retry=False)
+        loop = scf(inputs, refine.loop_options(opts), ham, max_cycle=cycles, retry=False)
         left = jnp.maximum(cycles - loop["n_iter"], 0)
         res = refine.refine_float64(
             inp64, ham64, loop["mo_coeff"], loop["mo_occ"], opts, max_cycle=left
@@ -128,7 +131,7 @@ def _labels_kernel(inputs, cycles, settings: Settings):
         s, dip = ham64.s, ham64.dipole
     else:
         ham = build_hamiltonian(inputs, settings.xc)
-        res = run_scf(inputs, opts, ham, max_cycle=cycles)
+        res = scf(inputs, opts, ham, max_cycle=cycles)
         n_iter = res["n_iter"]
         s, dip = ham.s, ham.dipole
     # converged: |delta_e| < conv_tol and scf_error < sqrt(conv_tol), tested in float64 on
@@ -141,7 +144,19 @@ def _labels_kernel(inputs, cycles, settings: Settings):
         dm_scf=res["dm"],
     )
     e_tot, mo_energy, dm = res["e_tot"], res["mo_energy"], res["dm"]
-    homo, lumo, gap = properties.frontier(mo_energy, inputs.n_occ)
+    if uks:
+        homo, lumo, gap = properties.frontier_spin(mo_energy, inputs.n_occ)
+        spin_dm = dm[0] - dm[1]
+        dm = dm[0] + dm[1]
+        no_charge = jnp.zeros_like(inputs.z)
+        out.update(
+            s2=res["s2"],
+            spin_populations=-properties.mulliken_charges(
+                spin_dm, s, inputs.ao_atom, inputs.ao_mask, no_charge
+            ),
+        )
+    else:
+        homo, lumo, gap = properties.frontier(mo_energy, inputs.n_occ)
     pos64 = inputs.positions.astype(jnp.float64)
     out.update(
         energy=e_tot,
@@ -311,6 +326,7 @@ def compute(
     cycle_budget: int | None = None,
     eigensolver: str = "auto",
     density_fit: bool | str = False,
+    unrestricted: bool = False,
 ) -> list[dict]:
     """Kohn–Sham (or Hartree–Fock for ``xc="hf"``) labels of many molecules.
 
@@ -346,6 +362,8 @@ def compute(
         def2-universal-jkfit, for def2-SVP; cc-pvdz-jkfit for 6-31G*; even-tempered
         functions where PySCF tabulates none); or an auxiliary basis name
         (``qmgen.dft.density_fit``). Forces then include the auxiliary-basis response.
+      unrestricted: run unrestricted Kohn–Sham (UKS; UHF for ``xc="hf"``) for every
+        molecule. Without it, molecules with ``spin`` > 0 run UKS and the rest RKS.
 
     Returns:
       One dict per input molecule, in input order, with ``energy``, ``homo``, ``lumo``,
@@ -355,6 +373,10 @@ def compute(
       cycles), ``scf_error`` (final |g|), ``delta_e`` (energy change of the last cycle,
       Hartree), ``status`` (``qmgen.status.Status`` value) and ``message``. ``converged``
       implies ``scf_error < sqrt(conv_tol)`` and ``abs(delta_e) < conv_tol``.
+      Unrestricted records have ``method`` "UKS" (else "RKS"), ``mo_energy`` (2, n_ao)
+      (alpha, beta), ``homo`` the higher of the two spins' highest occupied and ``lumo``
+      the lower of their lowest virtual orbital energies, ``s2`` (<S^2>) and
+      ``spin_populations`` (n_atoms,), Mulliken populations of the spin density.
     """
     _check_options(xc, basis, grid_level, precision)
     auxbasis = auxbasis_option(density_fit)
@@ -382,18 +404,20 @@ def compute(
                 Status.INVALID_INPUT, f"not a qmgen.Molecule: {type(mol).__name__}"
             )
             continue
-        if mol.n_electrons % 2:
+        if mol.n_electrons % 2 and not mol.spin:
             results[i] = _failure(
                 Status.ODD_ELECTRONS,
-                f"{mol.n_electrons} electrons: closed-shell (restricted) methods need an "
-                "even count",
+                f"{mol.n_electrons} electrons with spin 0: closed-shell (restricted) methods "
+                "need an even count; give the molecule its spin (2S, e.g. spin=1 for a "
+                "doublet) to run unrestricted Kohn-Sham",
             )
             continue
         if mol.n_electrons <= 0:
             results[i] = _failure(Status.INVALID_INPUT, f"no electrons (charge {mol.charge})")
             continue
         try:
-            b = bucket_of(mol, basis, grid_level, policy, auxbasis)
+            uks = bool(unrestricted) or mol.spin > 0
+            b = bucket_of(mol, basis, grid_level, policy, auxbasis, unrestricted=uks)
         except (BasisError, MoleculeError) as err:
             results[i] = _failure(Status.UNSUPPORTED_ELEMENT, str(err))
             continue
@@ -475,7 +499,7 @@ def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:
         homo=float(out["homo"]),
         lumo=float(out["lumo"]),
         gap=float(out["gap"]),
-        mo_energy=np.asarray(out["mo_energy"][:n_ao]),
+        mo_energy=np.asarray(out["mo_energy"][..., :n_ao]),
         dipole=np.asarray(out["dipole"]),
         charges=np.asarray(out["charges"][:n_atoms]),
         forces=np.asarray(out["forces"][:n_atoms]) if settings.forces else None,
@@ -484,7 +508,14 @@ def _unpack(out: dict, mol: Molecule, layout, settings: Settings) -> dict:
         scf_error=float(out["scf_error"]),
         delta_e=float(out["delta_e"]),
         dispersion=None,
+        method="RKS",
     )
+    if "s2" in out:
+        rec.update(
+            method="UKS",
+            s2=float(out["s2"]),
+            spin_populations=np.asarray(out["spin_populations"][:n_atoms]),
+        )
     try:
         _add_dispersion(rec, mol, settings)
     except Exception as err:  # noqa: BLE001 - a failed molecule must not sink the batch

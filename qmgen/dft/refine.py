@@ -47,6 +47,7 @@ from qmgen.dft.scf import (
     run_scf,
     two_electron_ints,
 )
+from qmgen.dft.uscf import run_uscf
 
 # where the float32 loop stops (energy change, ‖g‖) before the float64 finish
 F32_CONV_TOL = 1e-3
@@ -99,16 +100,27 @@ def refine_float64(
       max_cycle: optional traced cap on the float64 cycles (the cycles the float32 loop
         left); default ``opts.max_cycle``.
 
-    Returns ``run_scf``'s dict, all float64: e_tot, mo_energy, mo_coeff, mo_occ, dm, fock,
-    converged, n_iter (float64 cycles), scf_error (‖g‖), delta_e.
+    Unrestricted molecules (``mo_coeff32`` (2, n, n)) finish with ``uscf.run_uscf``.
+
+    Returns ``run_scf``'s (or ``run_uscf``'s) dict, all float64: e_tot, mo_energy, mo_coeff,
+    mo_occ, dm, fock, converged, n_iter (float64 cycles), scf_error (‖g‖), delta_e.
     """
-    s = ham64.s
     occ = mo_occ32.astype(jnp.float64)
-    c = mo_coeff32.astype(jnp.float64) * (occ > 0)
-    m = c.T @ s @ c + jnp.diag((occ == 0).astype(jnp.float64))  # identity on virtuals
-    c = c @ _orthogonalizer(m, opts.eigensolver)  # C (C^T S C)^{-1/2}
-    dm = (c * occ) @ c.T
+    coeff = mo_coeff32.astype(jnp.float64)
+    if coeff.ndim == 3:  # unrestricted: each spin's occupied orbitals on their own
+        dm = jnp.stack([_orthonormal_density(ham64.s, coeff[k], occ[k], opts) for k in range(2)])
+        scf = run_uscf
+    else:
+        dm, scf = _orthonormal_density(ham64.s, coeff, occ, opts), run_scf
     opts = dataclasses.replace(opts, diis_start_cycle=0)
-    return run_scf(
+    return scf(
         dataclasses.replace(inputs64, dm0=dm), opts, ham64, max_cycle, min_cycle=REFINE_CYCLES
     )
+
+
+def _orthonormal_density(s, mo_coeff, occ, opts: SCFOptions):
+    """Density of the occupied orbitals made S-orthonormal in float64, C (C^T S C)^{-1/2}."""
+    c = mo_coeff * (occ > 0)
+    m = c.T @ s @ c + jnp.diag((occ == 0).astype(jnp.float64))  # identity on virtuals
+    c = c @ _orthogonalizer(m, opts.eigensolver)
+    return (c * occ) @ c.T

@@ -242,34 +242,37 @@ def xc_energy(ao, weights, dm, xc: str):
     return e_xc, nelec, vxc_matrix(ao, weights, vrho, vsigma, grad)
 
 
-def veff(ham: Hamiltonian, dm, xc: str):
-    """Two-electron potential (n, n) and its energy (Coulomb + exchange + XC) for ``dm``."""
+def coulomb(ham: Hamiltonian, dm):
+    """J[D] (n, n) of the total density ``dm`` (exact or density-fitted ERIs)."""
     if ham.df_b is not None:
-        return _veff_df(ham, dm, xc)
+        return density_fit.coulomb(ham.df_b, dm)
     n = dm.shape[0]
     pi, pj, w = pair_arrays(n)
-    j = pairs_to_matrix(ham.eri_j @ (dm[pi, pj] * jnp.asarray(w, dm.dtype)), n)
-    v = j
-    e2 = 0.5 * jnp.sum(dm * j)
-    if ham.eri_k is not None:
-        k = (ham.eri_k @ dm.reshape(-1)).reshape(n, n)  # K_x, fractions included
-        v = v - 0.5 * k
-        e2 = e2 - 0.25 * jnp.sum(dm * k)
-    e_xc, _, vxc = xc_energy(ham.ao, ham.weights, dm, xc)
-    return v + vxc, e2 + e_xc
+    return pairs_to_matrix(ham.eri_j @ (dm[pi, pj] * jnp.asarray(w, dm.dtype)), n)
 
 
-def _veff_df(ham: Hamiltonian, dm, xc: str):
-    """``veff`` with density-fitted J and K (``qmgen.dft.density_fit``)."""
+def exact_exchange(ham: Hamiltonian, dm, xc: str):
+    """K_x[D] (n, n), the functional's fractions included (``c_x K + (alpha - c_x)
+    K^LR``), linear in ``dm``; None for functionals without exact exchange."""
+    if ham.df_b is None:
+        if ham.eri_k is None:
+            return None
+        return (ham.eri_k @ dm.reshape(-1)).reshape(dm.shape)
     functional = get_functional(xc)
-    v = density_fit.coulomb(ham.df_b, dm)
-    e2 = 0.5 * jnp.sum(dm * v)
     k = None
     if functional.hyb != 0.0:
         k = functional.hyb * density_fit.exchange(ham.df_b, dm)
     if ham.df_b_lr is not None:
         k_lr = functional.lr_coef * density_fit.exchange(ham.df_b_lr, dm)
         k = k_lr if k is None else k + k_lr
+    return k
+
+
+def veff(ham: Hamiltonian, dm, xc: str):
+    """Two-electron potential (n, n) and its energy (Coulomb + exchange + XC) for ``dm``."""
+    v = coulomb(ham, dm)
+    e2 = 0.5 * jnp.sum(dm * v)
+    k = exact_exchange(ham, dm, xc)
     if k is not None:
         v = v - 0.5 * k
         e2 = e2 - 0.25 * jnp.sum(dm * k)

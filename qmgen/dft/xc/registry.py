@@ -37,6 +37,13 @@ where rho/2 <= 1e-14 (the opposite-spin term then keeps its full PW92 energy). T
 closed-shell wB97 is therefore registered as three components (``*_x``, ``*_css``: spin
 screened; ``*_cos``: not), which add up to the functional; they have no standalone PySCF
 name (``pyscf_name`` None). GGA_X_ITYH also has dens_threshold 1e-14 and screens per spin.
+Their spin-polarised kernels (``energy_spin``) split the same sum differently: the ``*_css``
+kernel is the same-spin correlation alone and ``*_cos`` the whole opposite-spin term, same-spin
+subtraction included (see :mod:`qmgen.dft.xc.functionals_spin`).
+
+``energy_spin`` is each component's spin-polarised kernel (energy per volume of the spin
+densities and sigma_aa, sigma_ab, sigma_bb), evaluated by :mod:`qmgen.dft.xc.polarized` with
+libxc's polarised screening at the same ``dens_threshold``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from qmgen.dft.xc import functionals as fn
+from qmgen.dft.xc import functionals_spin as fs
 from qmgen.dft.xc import rsh
 
 
@@ -62,18 +70,23 @@ class Component:
     spin_screen: bool  # zero where rho/2 <= dens_threshold (libxc exchange kernels)
     pyscf_name: str | None  # PySCF string for this component alone (None: part of one)
     omega: float = 0.0  # range separation the component is evaluated at (pass to PySCF)
+    # spin-polarised kernel, energy per volume: (rho_a, rho_b, sigma_aa, sigma_ab, sigma_bb,
+    # *, dens_threshold, zeta_threshold) -> rho eps (qmgen.dft.xc.functionals_spin)
+    energy_spin: Callable | None = None
 
 
 COMPONENTS: dict[str, Component] = {
     c.name: c
     for c in (
-        Component("slater", 1, fn.slater_x, False, 1e-15, True, "slater,"),
-        Component("vwn5", 7, fn.vwn5_c, False, 1e-15, False, ",vwn5"),
-        Component("vwn_rpa", 8, fn.vwn_rpa_c, False, 1e-15, False, ",vwn_rpa"),
-        Component("b88", 106, fn.b88_x, True, 1e-15, True, "b88,"),
-        Component("lyp", 131, fn.lyp_c, True, 1e-14, False, ",lyp"),
-        Component("pbe_x", 101, fn.pbe_x, True, 1e-15, True, "pbe,"),
-        Component("pbe_c", 130, fn.pbe_c, True, 1e-12, False, ",pbe"),
+        Component("slater", 1, fn.slater_x, False, 1e-15, True, "slater,", 0.0, fs.slater_x_spin),
+        Component("vwn5", 7, fn.vwn5_c, False, 1e-15, False, ",vwn5", 0.0, fs.vwn5_c_spin),
+        Component(
+            "vwn_rpa", 8, fn.vwn_rpa_c, False, 1e-15, False, ",vwn_rpa", 0.0, fs.vwn_rpa_c_spin
+        ),
+        Component("b88", 106, fn.b88_x, True, 1e-15, True, "b88,", 0.0, fs.b88_x_spin),
+        Component("lyp", 131, fn.lyp_c, True, 1e-14, False, ",lyp", 0.0, fs.lyp_c_spin),
+        Component("pbe_x", 101, fn.pbe_x, True, 1e-15, True, "pbe,", 0.0, fs.pbe_x_spin),
+        Component("pbe_c", 130, fn.pbe_c, True, 1e-12, False, ",pbe", 0.0, fs.pbe_c_spin),
     )
 }
 
@@ -88,19 +101,32 @@ COMPONENTS["ityh_cam_b3lyp"] = Component(
     True,
     "ityh,",
     _CAM_OMEGA,
+    partial(fs.ityh_b88_x_spin, omega=_CAM_OMEGA),
 )
 
 
 def _wb97_components(prefix: str, libxc_id: int, params: dict, omega: float) -> None:
     """The three closed-shell parts of a wB97-type functional (see the module docstring)."""
     cx, css, cos = params["cx"], params["css"], params["cos"]
-    for suffix, eps, spin_screen in (
-        ("x", partial(rsh.wb97_x, omega=omega, cx=cx), True),
-        ("css", partial(rsh.wb97_c_ss, css=css, cos=cos), True),
-        ("cos", partial(rsh.wb97_c_os_pw, cos=cos), False),
+    for suffix, eps, spin_screen, energy_spin in (
+        (
+            "x",
+            partial(rsh.wb97_x, omega=omega, cx=cx),
+            True,
+            partial(fs.wb97_x_spin, omega=omega, cx=cx),
+        ),
+        (
+            "css",
+            partial(rsh.wb97_c_ss, css=css, cos=cos),
+            True,
+            partial(fs.wb97_c_ss_spin, css=css),
+        ),
+        ("cos", partial(rsh.wb97_c_os_pw, cos=cos), False, partial(fs.wb97_c_os_spin, cos=cos)),
     ):
         name = f"{prefix}_{suffix}"
-        COMPONENTS[name] = Component(name, libxc_id, eps, True, 1e-14, spin_screen, None, omega)
+        COMPONENTS[name] = Component(
+            name, libxc_id, eps, True, 1e-14, spin_screen, None, omega, energy_spin
+        )
 
 
 _WB97X_ALPHA, _WB97X_BETA, _WB97X_OMEGA = rsh.WB97X_CAM
