@@ -20,13 +20,15 @@ channel :math:`\sigma` contributes nothing where :math:`\rho_\sigma \le` ``dens_
 
 * powers :math:`(1\pm\zeta)^p` are replaced by ``zeta_threshold**p`` where
   :math:`1\pm\zeta \le` ``zeta_threshold`` (no infinite derivative at full polarisation);
-* libxc 7.0.0's GGA exchange kernels (B88, PBE, ITYH) moreover clamp :math:`\zeta` itself to
-  :math:`\pm(1 -` ``zeta_threshold``:math:`)` there and write the spin density as
-  :math:`(1\pm\zeta)\rho/2`: at such a point the channel's density factor depends on the
-  total density only (so libxc's :math:`v_{\rho_\beta}` equals the density-factor part of
-  :math:`v_{\rho_\alpha}` at a fully polarised point with :math:`\rho > 2\,`
-  ``dens_threshold/zeta_threshold``, 9 Bohr^-3 for B88). :func:`_exchange` reproduces this;
-  LDA exchange and the wB97 kernels use the spin densities themselves.
+* libxc 7.0.0's GGA exchange kernels (B88, PBE, ITYH) write a channel's density factor as
+  :math:`(1\pm\zeta)\rho/2` and moreover clamp :math:`\zeta` itself to the constant
+  :math:`\pm(1 -` ``zeta_threshold``:math:`)` where :math:`2\rho_\sigma/\rho \le`
+  ``zeta_threshold`` for either spin: there the density factor depends on the total density
+  only, so libxc's :math:`v_{\rho_\beta}` at a fully polarised point with
+  :math:`\rho > 2\,` ``dens_threshold/zeta_threshold`` (9 Bohr^-3 for B88 and PBE, 90 for
+  ITYH) is the density-factor part of :math:`v_{\rho_\alpha}` instead of zero.
+  :func:`_exchange` reproduces this; LDA exchange and the wB97 kernels use the spin
+  densities themselves.
 
 Exchange follows from the closed-shell functional by the spin-scaling relation
 :math:`E_x[\rho_\alpha,\rho_\beta] = (E_x[2\rho_\alpha] + E_x[2\rho_\beta])/2` (G. L. Oliver &
