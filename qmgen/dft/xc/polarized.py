@@ -53,8 +53,7 @@ def eval_component_spin(
     ``rho``: ``(2, n)`` spin densities; ``sigma``: ``(3, n)`` (aa, ab, bb), ignored by LDA
     components. Returns shapes ``(n,)``, ``(2, n)``, ``(3, n)`` (vsigma zero for LDA).
     """
-    if comp.energy_spin is None:
-        raise NotImplementedError(f"component {comp.name!r} has no spin-polarised kernel")
+    assert comp.energy_spin is not None  # the registry checks every component at import
     dtype = rho.dtype
     thr = _dens_threshold(comp, dtype)
     zt = float(jnp.finfo(dtype).eps)

@@ -134,6 +134,11 @@ _WB97XV_ALPHA, _WB97XV_BETA, _WB97XV_OMEGA = rsh.WB97X_V_CAM
 _wb97_components("wb97x", 464, rsh.WB97X_PARAMS, _WB97X_OMEGA)
 _wb97_components("wb97x_v", 466, rsh.WB97X_V_PARAMS, _WB97XV_OMEGA)
 _WB97_PARTS = ("x", "css", "cos")
+# unrestricted SCF evaluates every component spin-polarised: a component without its
+# kernel is a registry error, found at import rather than in the middle of a UKS run
+_NO_SPIN = [name for name, comp in COMPONENTS.items() if comp.energy_spin is None]
+if _NO_SPIN:
+    raise RuntimeError(f"xc components without a spin-polarised kernel: {_NO_SPIN}")
 
 
 @dataclass(frozen=True)
