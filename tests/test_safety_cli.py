@@ -159,10 +159,23 @@ def test_a_manifest_entry_outside_the_dataset_is_not_resumed(bad_input, tmp_path
 
 
 def _popen(args):
+    """qmgen as a terminal's foreground job: its own process group, and Ctrl-C at its
+    default disposition even when this test run was started in the background (a shell
+    starts background jobs ignoring SIGINT, children inherit that, and Python then keeps
+    ignoring it, as it should for a background job)."""
     cmd = [sys.executable, "-m", "qmgen.cli", *map(str, args)]
     return subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_default_sigint,
     )
+
+
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _two_writers(inp, out, *extra):
@@ -253,8 +266,8 @@ def test_ctrl_c_is_exit_130_and_resumes(tmp_path):
         seen.append(line)
         if " done (" in line:
             break
-    # what a terminal's Ctrl-C sends to the group. On a loaded 2-core machine one SIGINT
-    # was once lost and the run finished (exit 0): a run still going 5 s later gets another
+    # what a terminal's Ctrl-C sends to the group; a run still going 5 s later gets
+    # another (the one run that once finished with exit 0 had inherited SIG_IGN: _popen)
     tail: list[str] = []
     reader = threading.Thread(target=lambda: tail.extend(proc.stderr), daemon=True)
     reader.start()

@@ -61,10 +61,11 @@ def radicals(name):
         )
     from qmgen.chem import smiles_to_molecules
 
-    allyl = smiles_to_molecules("[CH2]C=C", seed=0)[0]
+    allyl = smiles_to_molecules("[CH2]C=C", seed=0, open_shell=True)[0]
+    assert allyl.spin == 1  # RDKit's radical electron, read as 2S
     cation = smiles_to_molecules(NINE_HEAVY, seed=0)[0]
     return (
-        Molecule(allyl.z, allyl.positions, spin=1, name="allyl"),
+        allyl,
         Molecule(cation.z, cation.positions, charge=1, spin=1, name="cation"),
     )
 

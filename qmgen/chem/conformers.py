@@ -116,25 +116,28 @@ def optimize(mh: Chem.Mol, method: str, max_iters: int = 500) -> str:
     return ""
 
 
-def to_molecules(mh: Chem.Mol, ids, charge: int, name: str = "") -> list[Molecule]:
-    """:class:`qmgen.Molecule` objects (positions in Bohr) for conformers ``ids`` of ``mh``."""
+def to_molecules(mh: Chem.Mol, ids, charge: int, name: str = "", spin: int = 0) -> list[Molecule]:
+    """:class:`qmgen.Molecule` objects (positions in Bohr) for conformers ``ids`` of ``mh``,
+    with net ``charge`` and ``spin`` 2S (unpaired electrons)."""
     z = np.array([a.GetAtomicNum() for a in mh.GetAtoms()], dtype=np.int64)
     out = []
     for cid in ids:
         pos_angstrom = np.asarray(mh.GetConformer(int(cid)).GetPositions(), dtype=np.float64)
         try:
-            out.append(Molecule(z, pos_angstrom * ANGSTROM_TO_BOHR, charge=charge, name=name))
+            pos = pos_angstrom * ANGSTROM_TO_BOHR
+            out.append(Molecule(z, pos, charge=charge, name=name, spin=spin))
         except MoleculeError as err:
             raise ChemError(Status.EMBED_FAILED, f"embedded geometry rejected: {err}") from err
     return out
 
 
 def embed_molecules(
-    mol: Chem.Mol, canonical: str, options: ChemOptions, name: str = ""
+    mol: Chem.Mol, canonical: str, options: ChemOptions, name: str = "", spin: int = 0
 ) -> tuple[list[Molecule], str]:
     """Conformers of a validated, sanitised ``mol`` as :class:`qmgen.Molecule` objects.
 
-    ``canonical`` is its canonical SMILES (the seed source). Returns ``(molecules, note)``:
+    ``canonical`` is its canonical SMILES (the seed source); ``spin`` is the 2S the
+    molecules carry (it does not change the geometry). Returns ``(molecules, note)``:
     up to ``options.n_conformers`` molecules, positions (n_atoms, 3) in Bohr, and a note
     ("" or what pruning / relaxation did). Raises :class:`ChemError` (EMBED_FAILED).
     """
@@ -153,5 +156,5 @@ def embed_molecules(
         from qmgen.chem.sampling import sample_conformers
 
         sample_conformers(mh, ids, options.sample, seed)
-    mols = to_molecules(mh, ids, Chem.GetFormalCharge(mh), name)
+    mols = to_molecules(mh, ids, Chem.GetFormalCharge(mh), name, spin=spin)
     return mols, "; ".join(notes)

@@ -14,17 +14,39 @@ Formats (detected from the extension, or forced with ``format=``):
     SMILES field is empty (``,name``) is INVALID_INPUT too.
 ``xyz`` (.xyz)
     Single or multi-frame XYZ in Angstrom: atom count, comment, ``symbol x y z`` lines.
-    Net charge 0 unless the comment holds ``charge=N``; the rest of the comment is the
-    name. ``molecule_index`` is the frame number. A frame whose count line is not an
-    integer is a failure record spanning up to the next count line. The geometry is used
-    as given (one conformer); the electron count must be even (bonds are not known, so
-    radicals with an even count pass). ``smiles`` comes from RDKit's bond perception
-    (``DetermineBonds``) when ``options.xyz_smiles``; "" if that fails.
+    The comment may hold ``charge=N`` (net charge, default 0), ``spin=N`` (2S, unpaired
+    electrons) and ``multiplicity=N`` (2S+1), anywhere, any case, ``=`` or ``:``; the rest
+    of the comment is the name. ``molecule_index`` is the frame number. A frame whose
+    count line is not an integer is a failure record spanning up to the next count line.
+    The geometry is used as given (one conformer). Spin (bonds are not known, so a
+    radical with an even count and no ``spin=`` passes as a singlet):
+
+    - ``spin=`` < 0, ``multiplicity=`` < 1, both given with ``multiplicity != spin + 1``,
+      or a 2S whose parity differs from the electron count's (or exceeds it):
+      INVALID_INPUT in either mode (the input contradicts itself).
+    - closed-shell mode (``options.open_shell`` False, the default): an explicit 2S > 0
+      ("spin=1 given: an open-shell molecule ...") or an odd electron count is
+      ODD_ELECTRONS, the message saying to pass ``--open-shell``; spin 0 otherwise.
+    - open-shell mode: the explicit 2S, else 0 for an even electron count and 1 (doublet)
+      for an odd one.
+
+    ``smiles`` comes from RDKit's bond perception (``DetermineBonds``) when
+    ``options.xyz_smiles``; "" if that fails.
 ``sdf`` (.sdf, .sd, .mol)
     Read with RDKit's ``SDMolSupplier`` (hydrogens kept); ``molecule_index`` is the block
     number, a block RDKit cannot read or sanitise is a failure record. A block with 3-D
     coordinates gives that one conformer (missing hydrogens placed by ``AddHs``); a 2-D
-    or coordinate-less block is embedded like a SMILES.
+    or coordinate-less block is embedded like a SMILES. The net charge is the sum of the
+    formal charges (atom block / ``M  CHG``). Spin: ``M  RAD`` lines (and the atom
+    block's valence field) become RDKit radical electrons; data fields ``<spin>`` (2S)
+    and ``<multiplicity>`` (2S+1) (name in any case) give 2S explicitly and override the
+    radicals (a success record's message notes a disagreement). The rules are those of
+    SMILES (:func:`qmgen.chem.smiles.molecule_spin`): without a data field, 2S is the
+    sum of the radical electrons in open-shell mode, and any radical is ODD_ELECTRONS in
+    closed-shell mode; the data fields are checked as the XYZ keys above, and a data
+    field that is not an integer is INVALID_INPUT.
+
+Every record carries ``spin`` (2S) and its conformers the same ``Molecule.spin``.
 
 Usage errors raise (missing file: ``OSError``; unknown format or option: ``ValueError``);
 bad content never does.
@@ -36,14 +58,18 @@ import re
 from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from qmgen.chem.records import (
     INPUT_FORMATS,
+    OPEN_SHELL_HINT,
     ChemError,
     ChemOptions,
     InputFormat,
     InputRecord,
     failure,
+    given_spin,
+    open_shell_refused,
 )
 from qmgen.status import Status
 
@@ -60,7 +86,10 @@ EXTENSIONS: dict[str, InputFormat] = {
 HEADER_FIELDS = frozenset({"smiles", "smi", "canonical_smiles"})
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-_CHARGE = re.compile(r"(?<![\w.])charge\s*[=:]\s*([+-]?\d+)\b", re.IGNORECASE)
+_CHARGE = re.compile(r"(?<![\w.])charge\s*[=:]\s*([+-]?\d+)\b[\s,;]*", re.IGNORECASE)
+_SPIN = re.compile(r"(?<![\w.])spin\s*[=:]\s*([+-]?\d+)\b[\s,;]*", re.IGNORECASE)
+_MULTIPLICITY = re.compile(r"(?<![\w.])multiplicity\s*[=:]\s*([+-]?\d+)\b[\s,;]*", re.IGNORECASE)
+SDF_SPIN_FIELDS = ("spin", "multiplicity")  # SD data fields read for 2S / 2S+1 (any case)
 _SMILES_LINE = re.compile(r"\s*([^\s,]*)\s*(,?)(.*)$", re.DOTALL)
 
 
@@ -261,13 +290,44 @@ def split_xyz_frames(text: str) -> Iterator[tuple[list[str], str | None]]:
             yield frame, None
 
 
+class XyzComment(NamedTuple):
+    """The keys of an XYZ comment line: ``charge`` (default 0), ``spin`` (2S) and
+    ``multiplicity`` (2S+1) (None where absent), and the rest of the line as ``name``."""
+
+    charge: int
+    spin: int | None
+    multiplicity: int | None
+    name: str
+
+
+def parse_xyz_keys(comment: str) -> XyzComment:
+    """:class:`XyzComment` of an XYZ comment line: ``charge=N``, ``spin=N``,
+    ``multiplicity=N`` anywhere (first of each; any case; ``=`` or ``:``), with their
+    separators removed from the name. Values are not checked here (a negative spin too is
+    returned)."""
+    values: dict[str, int | None] = {}
+    spans = []
+    for key, pattern in (("charge", _CHARGE), ("spin", _SPIN), ("multiplicity", _MULTIPLICITY)):
+        m = pattern.search(comment)
+        values[key] = None if m is None else int(m.group(1))
+        if m is not None:
+            spans.append(m.span())
+    if not spans:
+        return XyzComment(0, None, None, comment.strip())
+    name, end = "", 0
+    for start, stop in sorted(spans):
+        name += comment[end:start] + " "
+        end = max(end, stop)
+    name = (name + comment[end:]).strip(" ,;\t")
+    charge = values["charge"] or 0
+    return XyzComment(charge, values["spin"], values["multiplicity"], " ".join(name.split()))
+
+
 def parse_xyz_comment(comment: str) -> tuple[int, str]:
-    """``(charge, name)`` from an XYZ comment line: ``charge=N`` anywhere, the rest is the name."""
-    m = _CHARGE.search(comment)
-    if not m:
-        return 0, comment.strip()
-    name = (comment[: m.start()] + comment[m.end() :]).strip(" ,;\t")
-    return int(m.group(1)), " ".join(name.split())
+    """``(charge, name)`` from an XYZ comment line (:func:`parse_xyz_keys`; ``spin=`` and
+    ``multiplicity=`` are removed from the name too)."""
+    keys = parse_xyz_keys(comment)
+    return keys.charge, keys.name
 
 
 def iter_xyz(data: bytes | str, options: ChemOptions | None = None, **overrides):
@@ -289,21 +349,23 @@ def iter_xyz(data: bytes | str, options: ChemOptions | None = None, **overrides)
 def _xyz_record(lines: list[str], index: int, raw: str, options: ChemOptions) -> InputRecord:
     from qmgen.molecule import Molecule, MoleculeError
 
-    charge, name = parse_xyz_comment(lines[1])
+    keys = parse_xyz_keys(lines[1])
+    charge, name = keys.charge, keys.name
+    fail = partial(failure, index, raw=raw, name=name, charge=charge, format="xyz")
     try:
         mol = Molecule.from_xyz("\n".join(lines), charge=charge)
     except MoleculeError as err:
-        message = f"XYZ frame {index}: {err}"
-        return failure(
-            index, Status.INVALID_INPUT, message, raw, name=name, charge=charge, format="xyz"
-        )
+        return fail(Status.INVALID_INPUT, f"XYZ frame {index}: {err}")
     problem = _check_geometry(mol, options)
     if problem is not None:
         status, message = problem
-        message = f"XYZ frame {index}: {message}"
-        return failure(index, status, message, raw, name=name, charge=charge, format="xyz")
+        return fail(status, f"XYZ frame {index}: {message}")
+    try:
+        spin = xyz_spin(mol.n_electrons, charge, keys, options, f"XYZ frame {index}")
+    except ChemError as err:
+        return fail(err.status, err.message)
     smiles = _xyz_smiles(mol) if options.xyz_smiles else ""
-    mol = Molecule(mol.z, mol.positions, charge=charge, name=name or smiles)
+    mol = Molecule(mol.z, mol.positions, charge=charge, name=name or smiles, spin=spin)
     return InputRecord(
         molecule_index=index,
         status=Status.OK,
@@ -313,11 +375,12 @@ def _xyz_record(lines: list[str], index: int, raw: str, options: ChemOptions) ->
         raw=raw,
         conformers=(mol,),
         format="xyz",
+        spin=spin,
     )
 
 
 def _check_geometry(mol, options: ChemOptions) -> tuple[Status, str] | None:
-    """Element, size and electron-parity checks of a :class:`qmgen.Molecule`."""
+    """Element and size checks of a :class:`qmgen.Molecule` (spin: :func:`xyz_spin`)."""
     bad = sorted({s for s in mol.symbols if s not in options.elements})
     if bad:
         allowed = ", ".join(sorted(options.elements))
@@ -327,15 +390,31 @@ def _check_geometry(mol, options: ChemOptions) -> tuple[Status, str] | None:
         )
     if mol.n_atoms > options.max_atoms:
         return Status.TOO_LARGE, f"{mol.n_atoms} atoms (maximum {options.max_atoms})"
-    if mol.n_electrons % 2:
-        return (
-            Status.ODD_ELECTRONS,
-            f"odd electron count ({mol.n_electrons} electrons, charge {mol.charge}); "
-            "only closed-shell molecules are computed",
-        )
-    if mol.n_electrons <= 0:
-        return Status.INVALID_INPUT, f"no electrons (charge {mol.charge})"
     return None
+
+
+def xyz_spin(
+    n_electrons: int, charge: int, keys: XyzComment, options: ChemOptions, what: str
+) -> int:
+    """2S of an XYZ frame with ``n_electrons`` electrons, net ``charge`` and comment
+    ``keys`` (:func:`parse_xyz_keys`), by the rules of the module docstring; raises
+    :class:`ChemError` (messages start with ``what``)."""
+    if options.open_shell and n_electrons <= 0:
+        raise ChemError(Status.INVALID_INPUT, f"{what}: no electrons (charge {charge})")
+    value, key = given_spin(keys.spin, keys.multiplicity, n_electrons, charge, what)
+    if not options.open_shell:
+        if value:
+            raise open_shell_refused(key, value, n_electrons, charge, what)
+        if n_electrons % 2:
+            raise ChemError(
+                Status.ODD_ELECTRONS,
+                f"{what}: odd electron count ({n_electrons} electrons, charge {charge}); "
+                f"only closed-shell molecules are computed; {OPEN_SHELL_HINT}",
+            )
+        if n_electrons <= 0:
+            raise ChemError(Status.INVALID_INPUT, f"{what}: no electrons (charge {charge})")
+        return 0
+    return n_electrons % 2 if value is None else value
 
 
 def _xyz_smiles(mol) -> str:
@@ -398,36 +477,74 @@ def iter_sdf(path: str | Path, options: ChemOptions | None = None, **overrides):
         yield _guard(partial(_sdf_record, mol, index, raw, options), index, raw, "sdf")
 
 
+def sdf_spin_fields(mol, what: str) -> tuple[int | None, int | None]:
+    """``(spin, multiplicity)`` from the SD data fields ``<spin>`` (2S) and
+    ``<multiplicity>`` (2S+1) of an RDKit molecule (field names in any case); None where
+    absent. Raises :class:`ChemError` (INVALID_INPUT) for a value that is not an integer."""
+    found: dict[str, int | None] = dict.fromkeys(SDF_SPIN_FIELDS)
+    for prop in mol.GetPropNames():
+        key = prop.strip().lower()
+        if key not in found or found[key] is not None:
+            continue
+        text = mol.GetProp(prop).strip()
+        try:
+            found[key] = int(text)
+        except ValueError:
+            raise ChemError(
+                Status.INVALID_INPUT,
+                f"{what}: SD property <{prop}> must be an integer, got {text[:40]!r}",
+            ) from None
+    return found["spin"], found["multiplicity"]
+
+
 def _sdf_record(mol, index: int, raw: str, options: ChemOptions) -> InputRecord:
     from rdkit import Chem
 
     from qmgen.chem.conformers import embed_molecules, to_molecules
-    from qmgen.chem.smiles import canonical_smiles, check_size, validate_mol
+    from qmgen.chem.smiles import (
+        canonical_smiles,
+        check_size,
+        molecule_spin,
+        radical_electrons,
+        validate_mol,
+    )
 
     name = mol.GetProp("_Name").strip() if mol.HasProp("_Name") else ""
     what = f"SDF block {index}" + (f" ({name})" if name else "")
     charge = Chem.GetFormalCharge(mol)
-    canonical = ""
+    canonical, spin = "", 0
     try:
         if mol.GetNumAtoms() > options.max_atoms:  # before RDKit's recursive algorithms
             raise ChemError(
                 Status.TOO_LARGE,
                 f"{what} has {mol.GetNumAtoms()} atoms (maximum {options.max_atoms})",
             )
-        validate_mol(mol, options, what)
+        given, multiplicity = sdf_spin_fields(mol, what)
+        source = "SD property "
+        validate_mol(mol, options, what, spin=given, multiplicity=multiplicity, source=source)
+        spin = molecule_spin(
+            mol, options, what, spin=given, multiplicity=multiplicity, source=source
+        )
+        notes = []
+        n_rad = radical_electrons(mol)
+        if options.open_shell and n_rad != spin:
+            notes.append(
+                f"2S = {spin} from the SD properties; RDKit found {n_rad} radical electrons"
+            )
         has_3d = mol.GetNumConformers() > 0 and mol.GetConformer().Is3D()
         if has_3d:
             Chem.AssignStereochemistryFrom3D(mol)
         check_size(mol, options, what)
         canonical = canonical_smiles(mol)
-        note = ""
         if has_3d:
             mh = Chem.AddHs(mol, addCoords=True)
-            conformers = to_molecules(mh, [mol.GetConformer().GetId()], charge, name or canonical)
+            ids = [mol.GetConformer().GetId()]
+            conformers = to_molecules(mh, ids, charge, name or canonical, spin=spin)
         elif options.n_conformers == 0:
             conformers = []
         else:
-            conformers, note = embed_molecules(mol, canonical, options, name or canonical)
+            conformers, note = embed_molecules(mol, canonical, options, name or canonical, spin)
+            notes.append(note)
     except ChemError as err:
         return failure(
             index,
@@ -438,15 +555,17 @@ def _sdf_record(mol, index: int, raw: str, options: ChemOptions) -> InputRecord:
             name=name,
             charge=charge,
             format="sdf",
+            spin=spin,
         )
     return InputRecord(
         molecule_index=index,
         status=Status.OK,
-        message=note,
+        message="; ".join(n for n in notes if n),
         smiles=canonical,
         name=name,
         charge=charge,
         raw=raw,
         conformers=tuple(conformers),
         format="sdf",
+        spin=spin,
     )

@@ -28,6 +28,8 @@ DEFAULT_ELEMENTS = frozenset({"H", "C", "N", "O", "F"})
 DEFAULT_MAX_ATOMS = 64  # including hydrogens; a 9-heavy-atom molecule has at most ~30
 SMILES_CHARS_PER_ATOM = 20  # generous: "[13CH2+]", a bond, two ring closures "%12%13"
 MESSAGE_CHARS = 500  # failure messages are cut to this (they quote excerpts of the input)
+MAX_SPIN = 254  # largest 2S accepted: multiplicity 2S+1 is stored as uint8
+OPEN_SHELL_HINT = "pass --open-shell to compute it with UKS"  # ends ODD_ELECTRONS messages
 
 _SYMBOL_RE = re.compile(r"[A-Z][a-z]?")
 
@@ -118,6 +120,12 @@ class ChemOptions:
         ``smiles``; set False to read XYZ without RDKit.
     sample: None, or a :class:`SampleOptions` (rattle, nms, md) that
         moves every embedded conformer off its minimum (given 3-D geometries are kept).
+    open_shell: False (default): only closed-shell molecules are accepted; an odd electron
+        count, a radical or an explicit spin > 0 is an ODD_ELECTRONS failure record.
+        True: those molecules are accepted with their spin 2S (``InputRecord.spin``,
+        ``Molecule.spin``), for unrestricted Kohn-Sham; 2S comes from RDKit's radical
+        electrons (SMILES, SDF), ``spin=`` / ``multiplicity=`` keys (XYZ comment, SDF
+        property), else the parity of the electron count (see ``readers.py``).
     """
 
     elements: frozenset[str] = DEFAULT_ELEMENTS
@@ -129,6 +137,7 @@ class ChemOptions:
     prune_rms: float | None = None
     xyz_smiles: bool = True
     sample: SampleOptions | None = None
+    open_shell: bool = False
 
     @property
     def max_smiles_chars(self) -> int:
@@ -157,6 +166,9 @@ class ChemOptions:
             raise ValueError(f"prune_rms must be > 0 Angstrom or None, got {self.prune_rms}")
         if int(self.max_opt_iters) < 1:
             raise ValueError(f"max_opt_iters must be >= 1, got {self.max_opt_iters}")
+        if self.open_shell not in (True, False):
+            raise ValueError(f"open_shell must be True or False, got {self.open_shell!r}")
+        object.__setattr__(self, "open_shell", bool(self.open_shell))
 
     @classmethod
     def make(cls, options: ChemOptions | None = None, **overrides) -> ChemOptions:
@@ -190,6 +202,10 @@ class InputRecord:
         hydrogens; ``name`` = the record's name, or its SMILES when it has none); empty on
         failure.
     format: "smiles", "xyz" or "sdf".
+    spin: 2S, the number of unpaired electrons (PySCF's ``mol.spin``: 0 singlet, 1 doublet,
+        2 triplet), the same as every conformer's ``Molecule.spin``. Always 0 unless
+        ``ChemOptions.open_shell``; on a failure record it is the spin determined before
+        the failure (0 when it failed earlier).
     """
 
     molecule_index: int
@@ -201,6 +217,7 @@ class InputRecord:
     raw: str = ""
     conformers: tuple[Molecule, ...] = field(default=(), repr=False)
     format: InputFormat = "smiles"
+    spin: int = 0
 
     @property
     def ok(self) -> bool:
@@ -213,9 +230,10 @@ class InputRecord:
 
     def __repr__(self) -> str:
         what = f"{len(self.conformers)} conformers" if self.ok else repr(self.message)
+        spin = f", spin={self.spin}" if self.spin else ""
         return (
             f"InputRecord({self.molecule_index}, {self.status.name}, {self.smiles!r}, "
-            f"name={self.name!r}, charge={self.charge}, {what})"
+            f"name={self.name!r}, charge={self.charge}{spin}, {what})"
         )
 
 
@@ -229,8 +247,10 @@ def failure(
     name: str = "",
     charge: int = 0,
     format: InputFormat = "smiles",
+    spin: int = 0,
 ) -> InputRecord:
-    """A failure record (no conformers); ``message`` is cut to MESSAGE_CHARS."""
+    """A failure record (no conformers); ``message`` is cut to MESSAGE_CHARS; ``spin`` is
+    2S where it was determined before the failure."""
     from qmgen.errors import clip
 
     return InputRecord(
@@ -242,6 +262,75 @@ def failure(
         charge=charge,
         raw=raw,
         format=format,
+        spin=int(spin),
+    )
+
+
+def given_spin(
+    spin: int | None,
+    multiplicity: int | None,
+    n_electrons: int,
+    charge: int,
+    what: str,
+    source: str = "",
+) -> tuple[int | None, str]:
+    """``(2S, key)`` from explicitly given ``spin`` (2S) and/or ``multiplicity`` (2S+1).
+
+    ``key`` spells how it was given (``"spin=2"``, ``"multiplicity=3"``, prefixed by
+    ``source``, e.g. ``"SD property "``) for messages; ``(None, "")`` when neither is
+    given. ``n_electrons`` and ``charge`` are the molecule's. Raises :class:`ChemError`
+    INVALID_INPUT, message starting with ``what``, for spin < 0, multiplicity < 1, both
+    given but ``multiplicity != spin + 1``, or a 2S whose parity differs from the electron
+    count's or that exceeds it: input that contradicts itself, in either shell mode.
+    """
+    if spin is None and multiplicity is None:
+        return None, ""
+    if spin is not None and spin < 0:
+        raise ChemError(
+            Status.INVALID_INPUT,
+            f"{what}: {source}spin={spin} is negative; spin is 2S, the number of unpaired "
+            "electrons (0 singlet, 1 doublet, 2 triplet)",
+        )
+    if multiplicity is not None and multiplicity < 1:
+        raise ChemError(
+            Status.INVALID_INPUT,
+            f"{what}: {source}multiplicity={multiplicity} is below 1; multiplicity is 2S+1 "
+            "(1 singlet, 2 doublet, 3 triplet)",
+        )
+    if spin is not None and multiplicity is not None and multiplicity != spin + 1:
+        raise ChemError(
+            Status.INVALID_INPUT,
+            f"{what}: {source}spin={spin} and multiplicity={multiplicity} disagree; "
+            f"multiplicity must be spin + 1 = {spin + 1} (spin is 2S, multiplicity 2S+1)",
+        )
+    if spin is not None:
+        value, key = int(spin), f"{source}spin={spin}"
+    else:
+        assert multiplicity is not None
+        value, key = int(multiplicity) - 1, f"{source}multiplicity={multiplicity}"
+    if value > n_electrons or (n_electrons - value) % 2:
+        raise ChemError(
+            Status.INVALID_INPUT,
+            f"{what}: {key} (2S = {value}) is impossible with {n_electrons} electrons "
+            f"(charge {charge}): 2S must have the parity of the electron count and not "
+            "exceed it",
+        )
+    if value > MAX_SPIN:
+        raise ChemError(
+            Status.INVALID_INPUT,
+            f"{what}: {key} (2S = {value}) is above the {MAX_SPIN} unpaired electrons a "
+            "dataset stores (multiplicity is stored as one byte)",
+        )
+    return value, key
+
+
+def open_shell_refused(key: str, spin: int, n_electrons: int, charge: int, what: str):
+    """The ODD_ELECTRONS :class:`ChemError` of closed-shell mode for a molecule whose
+    input gave 2S = ``spin`` > 0 explicitly (``key``, as :func:`given_spin` spells it)."""
+    return ChemError(
+        Status.ODD_ELECTRONS,
+        f"{what}: {key} given: an open-shell molecule (2S = {spin}, {n_electrons} electrons, "
+        f"charge {charge}); only closed-shell molecules are computed; {OPEN_SHELL_HINT}",
     )
 
 

@@ -5,13 +5,24 @@ Validation runs in this order, and the first problem found decides the status:
 1. parse (RDKit syntax)                         -> INVALID_INPUT, RDKit's reason quoted
 2. elements outside ``options.elements``        -> UNSUPPORTED_ELEMENT, symbols named
 3. sanitisation (valence, kekulisation)         -> INVALID_INPUT, RDKit's reason quoted
-4. odd electron count, or any radical electrons -> ODD_ELECTRONS (closed-shell methods
-   only; a diradical such as ``[CH2]`` is refused even with an even count)
+4. spin (:func:`molecule_spin`):
+
+   - closed-shell mode (``options.open_shell`` False, the default): an odd electron
+     count, or any radical electrons -> ODD_ELECTRONS (a diradical such as ``[CH2]`` is
+     refused even with an even count; the message says to pass ``--open-shell``); no
+     electrons -> INVALID_INPUT
+   - open-shell mode: no electrons -> INVALID_INPUT; else 2S = the sum of RDKit's radical
+     electrons over the atoms (high spin: ``[CH3]`` 1, ``[CH2]`` 2, ``[O][O]`` 2,
+     ``[CH2]C=C`` 1, ``[NH3+]`` 1); a 2S whose parity differs from the electron count's
+     -> INVALID_INPUT naming both. Closed-shell molecules get 2S = 0.
+
 5. more than ``options.max_atoms`` atoms, hydrogens included -> TOO_LARGE
 6. conformer embedding (ETKDG)                  -> EMBED_FAILED
 
 The net charge is the sum of the formal charges; charged closed-shell species (``[NH4+]``)
-are accepted. Several fragments (``CCO.O``) are accepted and computed together.
+are accepted (neutral ``[NH4]`` fails sanitisation: RDKit allows N a valence of 3).
+Several fragments (``CCO.O``) are accepted and computed together. The record's ``spin``
+and its conformers' ``Molecule.spin`` are the 2S of step 4.
 RDKit is imported inside the functions, so importing this module does not need RDKit.
 """
 
@@ -20,7 +31,16 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from qmgen.chem.records import ChemError, ChemOptions, InputRecord, failure, rdkit_log_capture
+from qmgen.chem.records import (
+    OPEN_SHELL_HINT,
+    ChemError,
+    ChemOptions,
+    InputRecord,
+    failure,
+    given_spin,
+    open_shell_refused,
+    rdkit_log_capture,
+)
 from qmgen.errors import clip, excerpt
 from qmgen.status import Status
 
@@ -86,11 +106,21 @@ def check_smiles_size(text: str, options: ChemOptions) -> None:
         )
 
 
-def validate_mol(mol: Chem.Mol, options: ChemOptions, what: str = "molecule") -> Chem.Mol:
-    """Check elements, sanitise, check electron count and radicals; returns ``mol`` sanitised.
+def validate_mol(
+    mol: Chem.Mol,
+    options: ChemOptions,
+    what: str = "molecule",
+    *,
+    spin: int | None = None,
+    multiplicity: int | None = None,
+    source: str = "",
+) -> Chem.Mol:
+    """Check elements, sanitise, check the spin (:func:`molecule_spin`); returns ``mol``
+    sanitised.
 
     ``mol`` may be unsanitised (it is sanitised in place). ``what`` names the input in
-    messages. Raises :class:`ChemError`.
+    messages; ``spin`` / ``multiplicity`` / ``source``: explicitly given 2S / 2S+1, as in
+    :func:`molecule_spin`. Raises :class:`ChemError`.
     """
     from rdkit import Chem
 
@@ -100,7 +130,7 @@ def validate_mol(mol: Chem.Mol, options: ChemOptions, what: str = "molecule") ->
             Chem.SanitizeMol(mol)
         except Exception as err:  # RDKit's MolSanitizeException family (ValueError)
             raise ChemError(Status.INVALID_INPUT, f"invalid {what}: {err}") from err
-    check_closed_shell(mol, what)
+    molecule_spin(mol, options, what, spin=spin, multiplicity=multiplicity, source=source)
     return mol
 
 
@@ -133,8 +163,59 @@ def electron_count(mol: Chem.Mol) -> int:
     return nuclear - Chem.GetFormalCharge(mol)
 
 
+def radical_electrons(mol: Chem.Mol) -> int:
+    """Unpaired electrons RDKit assigns to ``mol`` (sanitised): the sum over atoms of
+    ``GetNumRadicalElectrons()``, 2S of the high-spin state."""
+    return sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
+
+
+def molecule_spin(
+    mol: Chem.Mol,
+    options: ChemOptions,
+    what: str = "molecule",
+    *,
+    spin: int | None = None,
+    multiplicity: int | None = None,
+    source: str = "",
+) -> int:
+    """2S of a sanitised ``mol`` (0 in closed-shell mode), or :class:`ChemError`.
+
+    ``spin`` (2S) / ``multiplicity`` (2S+1): values given explicitly by the input (SDF
+    properties), checked by :func:`qmgen.chem.records.given_spin` (INVALID_INPUT when they
+    contradict each other or the electron count, in either mode); ``source`` prefixes
+    them in messages. Closed-shell mode (``options.open_shell`` False): ODD_ELECTRONS for
+    an explicit 2S > 0, then as :func:`check_closed_shell`; returns 0. Open-shell mode:
+    INVALID_INPUT without electrons; else the explicit 2S, or the radical electrons
+    (:func:`radical_electrons`), INVALID_INPUT if their parity differs from the electron
+    count's.
+    """
+    from rdkit import Chem
+
+    n_el = electron_count(mol)
+    charge = Chem.GetFormalCharge(mol)
+    if options.open_shell and n_el <= 0:
+        raise ChemError(Status.INVALID_INPUT, f"{what} has no electrons (charge {charge})")
+    value, key = given_spin(spin, multiplicity, n_el, charge, what, source)
+    if not options.open_shell:
+        if value:
+            raise open_shell_refused(key, value, n_el, charge, what)
+        check_closed_shell(mol, what)
+        return 0
+    if value is not None:
+        return value
+    n_rad = radical_electrons(mol)
+    if (n_el - n_rad) % 2:
+        raise ChemError(
+            Status.INVALID_INPUT,
+            f"{what} has {n_rad} radical electrons but {n_el} electrons (charge {charge}): "
+            "their parities differ, so the radical electrons cannot be 2S",
+        )
+    return n_rad
+
+
 def check_closed_shell(mol: Chem.Mol, what: str = "molecule") -> None:
-    """ODD_ELECTRONS for an odd electron count or any radical centre (sanitised ``mol``)."""
+    """ODD_ELECTRONS for an odd electron count or any radical centre (sanitised ``mol``);
+    the message ends with :data:`~qmgen.chem.records.OPEN_SHELL_HINT`."""
     from rdkit import Chem
 
     n_el = electron_count(mol)
@@ -152,12 +233,14 @@ def check_closed_shell(mol: Chem.Mol, what: str = "molecule") -> None:
         raise ChemError(
             Status.ODD_ELECTRONS,
             f"{what} has an odd electron count ({n_el} electrons, charge "
-            f"{Chem.GetFormalCharge(mol)}){where}; only closed-shell molecules are computed",
+            f"{Chem.GetFormalCharge(mol)}){where}; only closed-shell molecules are computed; "
+            f"{OPEN_SHELL_HINT}",
         )
     if radicals:
         raise ChemError(
             Status.ODD_ELECTRONS,
-            f"{what} is a radical{where}; only closed-shell molecules are computed",
+            f"{what} is a radical{where}; only closed-shell molecules are computed; "
+            f"{OPEN_SHELL_HINT}",
         )
     if n_el == 0:
         raise ChemError(Status.INVALID_INPUT, f"{what} has no electrons")
@@ -198,21 +281,32 @@ def smiles_record(
 
     options = ChemOptions.make(options, **overrides)
     raw = smiles if raw is None else raw
-    canonical, charge = "", 0
+    canonical, charge, spin = "", 0, 0
+    what = f"SMILES {short(smiles)}"
     try:
         mol = parse_smiles(smiles, options)
         canonical = canonical_smiles(mol)
         from rdkit import Chem
 
         charge = Chem.GetFormalCharge(mol)
-        check_size(mol, options, what=f"SMILES {short(smiles)}")
+        spin = molecule_spin(mol, options, what)
+        check_size(mol, options, what=what)
         conformers: list = []
         note = ""
         if options.n_conformers > 0:
-            conformers, note = embed_molecules(mol, canonical, options, name=name or canonical)
+            conformers, note = embed_molecules(
+                mol, canonical, options, name=name or canonical, spin=spin
+            )
     except ChemError as err:
         return failure(
-            molecule_index, err.status, err.message, raw, smiles=canonical, name=name, charge=charge
+            molecule_index,
+            err.status,
+            err.message,
+            raw,
+            smiles=canonical,
+            name=name,
+            charge=charge,
+            spin=spin,
         )
     return InputRecord(
         molecule_index=molecule_index,
@@ -224,6 +318,7 @@ def smiles_record(
         raw=raw,
         conformers=tuple(conformers),
         format="smiles",
+        spin=spin,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qmgen.storage.schema import ROW_SCALARS
+from qmgen.storage.schema import ROW_SCALARS, SPIN_CONFORMER_FIELDS, SPIN_LABELS
 
 # per-conformer keys returned to users, in this order (plus atom keys, strings, index)
 _ROW_KEYS: tuple[str, ...] = ROW_SCALARS + (
@@ -24,8 +24,9 @@ _ROW_KEYS: tuple[str, ...] = ROW_SCALARS + (
 _ROW_KEYS += ("status", "molecule_index", "conformer_index", "smiles", "name")
 # None in rows whose shards lack them: charge and multiplicity (stored from shard schema
 # version 2 on, unknown in older datasets) and dispersion (stored only for functionals with
-# an empirical dispersion term)
-OPTIONAL_KEYS = ("charge", "multiplicity", "dispersion")
+# an empirical dispersion term), and the open-shell labels (unrestricted, s2, per-spin
+# frontier orbital energies: stored by --open-shell / --unrestricted datasets)
+OPTIONAL_KEYS = ("charge", "multiplicity", "dispersion") + tuple(SPIN_CONFORMER_FIELDS)
 LABEL_KEYS: tuple[str, ...] = ROW_SCALARS + (
     "dipole",
     "n_atoms",
@@ -35,7 +36,8 @@ LABEL_KEYS: tuple[str, ...] = ROW_SCALARS + (
     "converged",
 )
 LABEL_KEYS += ("status", "molecule_index", "conformer_index", "index") + OPTIONAL_KEYS
-FLOAT_LABELS = ROW_SCALARS + ("dipole", "dispersion")
+FLOAT_LABELS = ROW_SCALARS + ("dipole", "dispersion", "s2") + SPIN_LABELS
+ATOM_KEYS = ("z", "positions", "charges", "forces", "spin_populations")
 
 
 def csr_gather(offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +175,8 @@ def to_padded(
     scf_error (B,), dipole (B,3), n_atoms, n_heavy, n_basis, n_iter, converged, status,
     molecule_index, conformer_index, index, charge, multiplicity (B,; both absent
     for datasets of shard schema version 1, where they are unknown), dispersion (B,; only
-    for datasets that store it). Floats are
+    for datasets that store it), and in open-shell datasets unrestricted, s2, homo_alpha,
+    lumo_alpha, homo_beta, lumo_beta (B,) and spin_populations (B,A). Floats are
     ``float_dtype``; padding is 0.
     A = max n_atoms of the batch, or ``pad_atoms`` (a batch with a larger molecule raises
     ValueError). ``orbitals`` adds mo_energy (B,K) and mo_mask (B,K), K = max n_mo;
@@ -244,7 +247,7 @@ def columns_from_rows(rows: list[dict]) -> Columns:
     mo = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(n_at, out=ao[1:])
     np.cumsum(n_mo, out=mo[1:])
-    atom_keys = [k for k in ("z", "positions", "charges", "forces") if k in rows[0]]
+    atom_keys = [k for k in ATOM_KEYS if k in rows[0]]
     atoms = {k: np.concatenate([r[k] for r in rows]) for k in atom_keys}
     conf = {
         k: np.array([r[k] for r in rows])

@@ -14,7 +14,10 @@ datasets of shard schema version 1, which did not store them (QM1B's molecules a
 neutral singlets). Optional extra columns: ``forces`` (flattened, eV/Bohr) and
 ``dipole`` (3 values, e*Bohr). A dataset of a functional with empirical dispersion
 (``b3lyp-d3bj``, ...) also gets ``dispersion`` (eV), the D3(BJ) part of ``energy``, which
-includes it. Like QM1B, only converged conformers are exported unless asked otherwise.
+includes it. An open-shell dataset (``--open-shell``/``--unrestricted``) also gets
+``unrestricted`` (bool: a UKS/UHF row), ``s2`` (<S^2>) and ``homo_alpha``, ``lumo_alpha``,
+``homo_beta``, ``lumo_beta`` (eV; ``homo``/``lumo`` are the higher/lower of the two
+spins'). Like QM1B, only converged conformers are exported unless asked otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from qmgen.dataset import open_dataset
-from qmgen.dataset.export_ase import ASE_FORMATS
+from qmgen.dataset.export_ase import ASE_FORMATS, SPIN_SCALARS
 from qmgen.molecule import SYMBOLS
 
 EXPORT_FORMATS = ("parquet", *ASE_FORMATS)
@@ -78,6 +81,10 @@ def export_parquet(
     dispersion = ds.has_dispersion
     if dispersion:
         fields.append(("dispersion", pa.float64()))
+    spin = ds.has_spin
+    if spin:
+        fields.append(("unrestricted", pa.bool_()))
+        fields += [(key, pa.float64()) for key in SPIN_SCALARS]
     schema = pa.schema(fields)
     schema = schema.with_metadata(
         {"qmgen": "QM1B-compatible export: energies eV, positions Bohr, forces eV/Bohr"}
@@ -113,6 +120,9 @@ def export_parquet(
                 cols["dipole"] = pa.ListArray.from_arrays(off, pa.array(b["dipole"].reshape(-1)))
             if dispersion:
                 cols["dispersion"] = pa.array(b["dispersion"])
+            if spin:
+                for key in ("unrestricted", *SPIN_SCALARS):
+                    cols[key] = pa.array(b[key])
             writer.write_table(pa.table([cols[name] for name, _ in fields], schema=schema))
             n += len(ao) - 1
     return dict(path=str(out), n_rows=n, n_skipped=len(ds) - len(sel))

@@ -25,7 +25,13 @@ key                where      value
 ``homo``, ``lumo``, info      orbital energies and gap, eV; ``scf_error`` eV (final |g|
 ``gap``                       converted like an energy); ``dispersion`` eV (D3(BJ) part of
                               ``energy``, datasets of ``*-d3bj`` functionals only)
-``mo_energy``      info       (n_mo,) orbital energies, eV
+``mo_energy``      info       (n_mo,) orbital energies, eV (unrestricted: alpha then beta)
+``unrestricted``,  info       open-shell datasets (``--open-shell``/``--unrestricted``) only:
+``s2``,                       UKS/UHF row (bool), <S^2>, per-spin frontier orbital
+``homo_alpha``,               energies eV; ``spin_populations`` (n,) Mulliken spin
+``lumo_alpha``,               populations in ``arrays`` (``row.data`` in an ASE database)
+``homo_beta``,
+``lumo_beta``
 ``n_heavy``,       info       heavy atoms, basis functions, SCF cycles, converged flag,
 ``n_basis``,                  ``qmgen.status.Status`` code, and the conformer's place in
 ``n_iter``,                   the dataset (input line and conformer number)
@@ -75,6 +81,8 @@ from qmgen.molecule import SYMBOLS
 ASE_FORMATS = ("extxyz", "ase-db", "aselmdb")
 # per-conformer labels copied as they are (eV for the float ones)
 SCALAR_LABELS = ("homo", "lumo", "gap", "scf_error", "dispersion")
+# open-shell datasets: <S^2> (unitless) and the per-spin frontier orbital energies (eV)
+SPIN_SCALARS = ("s2", "homo_alpha", "lumo_alpha", "homo_beta", "lumo_beta")
 INT_LABELS = ("n_heavy", "n_basis", "n_iter", "status", "molecule_index", "conformer_index")
 ROWS_PER_BLOCK = 4096
 
@@ -118,7 +126,10 @@ def _frames(
                 }
                 if "forces" in b:
                     f["forces"] = b["forces"][a0:a1]
-                for key in SCALAR_LABELS:
+                if "spin_populations" in b:
+                    f["spin_populations"] = b["spin_populations"][a0:a1]
+                    f["unrestricted"] = bool(b["unrestricted"][i])
+                for key in (*SCALAR_LABELS, *SPIN_SCALARS):
                     if key in b:
                         f[key] = float(b[key][i])
                 for key in (*INT_LABELS, "charge", "multiplicity"):
@@ -134,7 +145,8 @@ def _info(f: dict) -> dict:
     info: dict = {"REF_energy": f["energy"], "REF_dipole": f["dipole"]}
     if "charge" in f:
         info.update(charge=f["charge"], total_charge=f["charge"])
-    for key in ("multiplicity", "smiles", "name", *SCALAR_LABELS, "mo_energy"):
+    keys = ("multiplicity", "smiles", "name", *SCALAR_LABELS, "unrestricted", *SPIN_SCALARS)
+    for key in (*keys, "mo_energy"):
         if key in f:
             info[key] = f[key]
     for key in ("n_heavy", "n_basis", "n_iter", "converged", "status"):
@@ -171,6 +183,8 @@ def _extxyz_frame(f: dict) -> str:
     if "forces" in f:
         cols += [("forces", f["forces"]), ("REF_forces", f["forces"])]
     cols += [("charges", f["charges"][:, None]), ("REF_charges", f["charges"][:, None])]
+    if "spin_populations" in f:
+        cols.append(("spin_populations", f["spin_populations"][:, None]))
     props = "species:S:1:" + ":".join(f"{name}:R:{v.shape[1]}" for name, v in cols)
     pairs = {"energy": f["energy"], "dipole": f["dipole"], **_info(f)}
     comment = " ".join(
@@ -257,6 +271,8 @@ def export_ase_db(
             for f in frames:
                 info = _info(f)
                 data = {k: info.pop(k) for k in ("mo_energy", "REF_dipole")}
+                if "spin_populations" in f:
+                    data["spin_populations"] = np.array(f["spin_populations"])
                 if "charge" in info:  # a row's "charge" is ASE's sum of initial charges
                     data["charge"] = info.pop("charge")
                     data["multiplicity"] = info["multiplicity"]

@@ -28,6 +28,7 @@ LEVEL_KEYS = (
     "conv_tol",
     "max_cycle",
     "density_fit",
+    "method",
 )
 
 

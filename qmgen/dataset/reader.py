@@ -53,7 +53,10 @@ class Dataset(Sequence):
     stored, mo_energy (n_mo,), energy, homo, lumo, gap, scf_error, dipole (3,), n_atoms,
     n_heavy, n_basis, n_iter, converged, status, molecule_index, conformer_index, charge
     (net, e), multiplicity (2S+1), dispersion (the empirical dispersion part of energy;
-    None for functionals without one, see ``has_dispersion``), smiles, name, index
+    None for functionals without one, see ``has_dispersion``), the open-shell labels
+    unrestricted, s2, homo_alpha, lumo_alpha, homo_beta, lumo_beta (None unless
+    ``has_spin``; then also spin_populations (n,) and, for an unrestricted row, mo_energy
+    (2 n_basis,) alpha then beta), smiles, name, index
     (position in this dataset). In a dataset of an older schema, fields it did not store
     are None (``unknown_fields``).
     Units are those chosen at open time (energies
@@ -144,6 +147,14 @@ class Dataset(Sequence):
         """Whether conformers carry ``dispersion``: the empirical dispersion (D3(BJ)) part
         of ``energy``, stored for functionals that have one (``b3lyp-d3bj``, ...)."""
         return self._store.has_dispersion()
+
+    @property
+    def has_spin(self) -> bool:
+        """Whether conformers carry the open-shell labels (datasets of ``--open-shell`` or
+        ``--unrestricted`` runs): ``unrestricted`` (UKS/UHF row), ``s2`` (<S^2>),
+        ``homo_alpha``, ``lumo_alpha``, ``homo_beta``, ``lumo_beta`` and per-atom
+        ``spin_populations``; an unrestricted row's ``mo_energy`` is alpha then beta."""
+        return self._store.has_spin()
 
     @property
     def schema_version(self) -> int:

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from qmgen.dataset.columns import Columns
+from qmgen.dataset.columns import ATOM_KEYS, Columns
 from qmgen.storage.files import sha256_file
 from qmgen.storage.manifest import shard_file
 from qmgen.storage.reader import ShardReader, read_molecules
-from qmgen.storage.schema import ROW_SCALARS, CorruptShardError
+from qmgen.storage.schema import ROW_SCALARS, SPIN_LABELS, CorruptShardError
 from qmgen.units import energy_factor, length_factor
 
-# per-conformer fields in energy units: the row scalars and the optional dispersion label
-ENERGY_FIELDS = ROW_SCALARS + ("dispersion",)
+# per-conformer fields in energy units: the row scalars, the optional dispersion label and
+# the per-spin frontier orbital energies of open-shell datasets
+ENERGY_FIELDS = ROW_SCALARS + ("dispersion",) + SPIN_LABELS
 
 VERIFY_MODES = ("once", "none")
 MAX_OPEN_FILES = 64
@@ -218,10 +219,14 @@ class Store:
         nonempty = np.flatnonzero(self.n_rows)
         return bool(nonempty.size) and "dispersion" in self.handle(int(nonempty[0])).columns
 
+    def has_spin(self) -> bool:
+        nonempty = np.flatnonzero(self.n_rows)
+        return bool(nonempty.size) and "s2" in self.handle(int(nonempty[0])).columns
+
     # ---------------------------------------------------------------- decoding
     def _decode(self, s: int, raw: dict) -> Columns:
         ef, lf = self.ef, self.lf
-        conf = {k: raw[k] for k in raw if k not in ("z", "positions", "charges", "forces")}
+        conf = {k: raw[k] for k in raw if k not in ATOM_KEYS}
         if self.energy_refs is not None:
             from qmgen.dataset.refs import per_conformer
 
@@ -240,6 +245,8 @@ class Store:
         atoms["charges"] = raw["charges"]
         if "forces" in raw:
             atoms["forces"] = raw["forces"] * (ef / lf) if ef != lf else raw["forces"]
+        if "spin_populations" in raw:
+            atoms["spin_populations"] = raw["spin_populations"]
         mo = raw["mo_energy"] * ef if ef != 1 else raw["mo_energy"]
         for k in ("atom_offset", "mo_offset", "mo_energy"):
             conf.pop(k, None)

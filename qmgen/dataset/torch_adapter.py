@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import Dataset as _TorchDataset
 
 from qmgen.dataset.columns import columns_from_rows, to_padded
-from qmgen.storage.schema import ROW_SCALARS
+from qmgen.storage.schema import ROW_SCALARS, SPIN_LABELS
 
 _NUMPY_FLOAT = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
 # energies (energy, homo, lumo, gap, scf_error, dispersion): float64 unless asked otherwise
-ENERGY_KEYS = ROW_SCALARS + ("dispersion",)
+ENERGY_KEYS = ROW_SCALARS + ("dispersion",) + SPIN_LABELS
 
 
 def _check(dtype, what: str):

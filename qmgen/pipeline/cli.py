@@ -48,6 +48,18 @@ def register(subparsers) -> None:
         help="density-fitted J and K; AUXBASIS defaults to PySCF's choice for the basis "
         "(def2-svp-jkfit = def2-universal-jkfit for def2-SVP, cc-pvdz-jkfit for 6-31G*)",
     )
+    g.add_argument(
+        "--open-shell",
+        action="store_true",
+        help="compute radicals and odd electron counts with UKS (spin from RDKit radicals, "
+        "spin=/multiplicity= in XYZ comments or SDF properties) instead of recording them "
+        "as odd_electrons failures",
+    )
+    g.add_argument(
+        "--unrestricted",
+        action="store_true",
+        help="run every molecule, closed-shell ones too, unrestricted (UKS/UHF; for checks)",
+    )
     g = p.add_argument_group("conformers")
     g.add_argument("--conformers", type=int, default=1, help="conformers per molecule (ETKDG)")
     g.add_argument("--optimize", choices=("none", "mmff", "uff"), default="none")
@@ -154,6 +166,8 @@ def run_generate(args: argparse.Namespace) -> int:
         conv_tol=args.conv_tol,
         max_cycle=args.max_cycle,
         density_fit=args.density_fit,
+        open_shell=args.open_shell,
+        unrestricted=args.unrestricted,
         conformers=args.conformers,
         optimize=args.optimize,
         prune_rms=args.prune_rms,

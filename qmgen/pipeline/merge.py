@@ -63,6 +63,8 @@ MERGE_KEYS = (
     "elements",
     "max_atoms",
     "density_fit",
+    "open_shell",
+    "unrestricted",
 )
 SYNC_EVERY = 1024  # manifest lines (and new shard directories) fsync'd per block
 

@@ -50,6 +50,13 @@ class GenerateOptions:
     standard deviation, Angstrom), ``sample_temperature`` (K, nms and md), ``sample_steps``
     (md), ``min_distance`` (Angstrom). Left out of :meth:`to_dict` when ``sample`` is None.
 
+    Open shell (:mod:`qmgen.dft.uscf`): ``open_shell`` computes radicals and odd electron
+    counts with UKS/UHF (spin from the input: RDKit radical electrons, ``spin=`` or
+    ``multiplicity=`` of XYZ comments and SDF properties) instead of storing them as
+    ODD_ELECTRONS failures; ``unrestricted`` runs every molecule, closed-shell ones too,
+    unrestricted (for checks). Either adds the open-shell labels to the dataset
+    (:attr:`spin_labels`). Left out of :meth:`to_dict` when False.
+
     Execution settings that do not change results (workers, scheduler) are not here.
     """
 
@@ -79,6 +86,8 @@ class GenerateOptions:
     sample_temperature: float = 300.0
     sample_steps: int = 200
     min_distance: float = 0.5
+    open_shell: bool = False
+    unrestricted: bool = False
 
     def __post_init__(self):
         from qmgen.dft.dispersion import check_available
@@ -150,6 +159,7 @@ class GenerateOptions:
             optimize=self.optimize,
             prune_rms=self.prune_rms,
             sample=sample,
+            open_shell=self.open_shell,
         )
 
     def compute_kwargs(self) -> dict:
@@ -165,15 +175,24 @@ class GenerateOptions:
             batch_size=self.batch_size,
             min_bucket_size=self.min_bucket_size,
             density_fit=self.density_fit or False,
+            unrestricted=self.unrestricted,
         )
 
+    @property
+    def spin_labels(self) -> bool:
+        """Whether rows carry the open-shell labels (``storage.schema`` has_spin)."""
+        return bool(self.open_shell or self.unrestricted)
+
     def to_dict(self) -> dict:
-        """The options as stored in config.json (``split``, ``density_fit`` and the
-        sampling options only when set, so the options hash of a run without them is what
-        it was before they existed)."""
+        """The options as stored in config.json (``split``, ``density_fit``,
+        ``open_shell``, ``unrestricted`` and the sampling options only when set, so the
+        options hash of a run without them is what it was before they existed)."""
         out = dataclasses.asdict(self)
         for key in ("split", "density_fit"):
             if out[key] is None:
+                del out[key]
+        for key in ("open_shell", "unrestricted"):
+            if not out[key]:
                 del out[key]
         if out["sample"] is None:
             for key in SAMPLE_KEYS:

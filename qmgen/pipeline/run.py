@@ -89,6 +89,13 @@ def dataset_attrs(plan: Plan, input_path) -> dict:
     attrs = {k: getattr(opts, k) for k in LEVEL_KEYS}
     if opts.density_fit is not None:  # absent: exact ERIs
         attrs.update(density_fit=opts.density_fit, auxbasis=opts.auxbasis_labels())
+    if opts.spin_labels:  # absent: closed shell only, restricted (RKS/RHF)
+        method = (
+            "unrestricted (UKS/UHF) for every molecule"
+            if opts.unrestricted
+            else "restricted for closed-shell molecules, unrestricted (UKS/UHF) for open-shell"
+        )
+        attrs.update(open_shell=opts.open_shell, unrestricted=opts.unrestricted, method=method)
     attrs.update(
         units="energies hartree, lengths bohr, dipole e*bohr, forces hartree/bohr",
         config=opts.to_dict(),

@@ -28,6 +28,8 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from qmgen.chem.records import MESSAGE_CHARS
 from qmgen.errors import clip
 from qmgen.pipeline.cluster import device_kind
@@ -58,8 +60,8 @@ def _failure(item, status, message, record=None) -> dict:
     )
 
 
-def _row(record, j: int, mol, res: dict) -> dict:
-    return dict(
+def _row(record, j: int, mol, res: dict, spin_labels: bool = False) -> dict:
+    row = dict(
         z=mol.z,
         positions=mol.positions,
         energy=res["energy"],
@@ -78,14 +80,38 @@ def _row(record, j: int, mol, res: dict) -> dict:
         molecule_index=record.molecule_index,
         conformer_index=j,
         charge=int(mol.charge),
-        multiplicity=1,  # closed shell: odd electron counts are failure records
+        multiplicity=int(mol.spin) + 1,
         smiles=record.smiles,
         name=record.name,
     )
+    if spin_labels:
+        row.update(open_shell_labels(mol, res))
+    return row
 
 
-def outcome(item, record, results) -> tuple[list[dict], list[dict]]:
-    """Rows and failure records of one input item given its record and compute results."""
+def open_shell_labels(mol, res: dict) -> dict:
+    """The open-shell labels of one computed conformer (``storage.schema``
+    SPIN_CONFORMER_FIELDS, spin_populations, and mo_energy flattened alpha then beta);
+    for a restricted result the alpha and beta values are equal and s2 is 0. A spin
+    without an occupied (virtual) orbital has HOMO (LUMO) NaN."""
+    mo = np.asarray(res["mo_energy"], dtype=np.float64)
+    unrestricted = res.get("method") == "UKS"
+    per_spin = mo if unrestricted else np.stack([mo, mo])
+    n_occ = (mol.n_alpha, mol.n_beta) if unrestricted else (mol.n_electrons // 2,) * 2
+    out = dict(unrestricted=unrestricted, s2=float(res.get("s2", 0.0)))
+    for name, e, n in zip(("alpha", "beta"), per_spin, n_occ, strict=True):
+        out[f"homo_{name}"] = float(e[n - 1]) if n > 0 else np.nan
+        out[f"lumo_{name}"] = float(e[n]) if n < e.size else np.nan
+    pops = res.get("spin_populations")
+    out["spin_populations"] = np.zeros(mol.n_atoms) if pops is None else np.asarray(pops)
+    if unrestricted:
+        out.update(mo_energy=mo.reshape(-1), n_basis=mo.shape[-1])
+    return out
+
+
+def outcome(item, record, results, spin_labels: bool = False) -> tuple[list[dict], list[dict]]:
+    """Rows and failure records of one input item given its record and compute results
+    (``spin_labels``: rows carry the open-shell labels, see :func:`open_shell_labels`)."""
     if not item.ok:
         return [], [_failure(item, item.status, item.message)]
     if not record.ok:
@@ -95,7 +121,7 @@ def outcome(item, record, results) -> tuple[list[dict], list[dict]]:
     rows, failures = [], []
     for j, (mol, res) in enumerate(zip(record.conformers, results, strict=True)):
         if int(res["status"]) in STORED:
-            rows.append(_row(record, j, mol, res))
+            rows.append(_row(record, j, mol, res, spin_labels))
         else:
             message = res.get("message") or Status(int(res["status"])).label
             failures.append(_failure(item, res["status"], f"conformer {j}: {message}", record))
@@ -150,7 +176,7 @@ def run_shard(task: dict) -> dict:
             results = iter(_compute(molecules, options, timing))
             for item, record in zip(part, records, strict=True):
                 n = len(record.conformers) if record is not None and record.ok else 0
-                r, f = outcome(item, record, [next(results) for _ in range(n)])
+                r, f = outcome(item, record, [next(results) for _ in range(n)], options.spin_labels)
                 rows += r
                 failures += f
     except BaseException:

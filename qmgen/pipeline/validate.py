@@ -6,8 +6,11 @@ and mean absolute error of each, against the tolerances of the SCF parity tests
 (:data:`TOLERANCES`). Writes a parity plot (PNG) and a JSON report next to the dataset
 and fails (exit code 1) when any label is out of tolerance.
 
-Each conformer is recomputed with its stored net charge (shard schema version 2); a
-dataset of version 1, which did not store it, is refused rather than guessed.
+Each conformer is recomputed with its stored net charge and multiplicity (shard schema
+version 2); a dataset of version 1, which did not store them, is refused rather than
+guessed. Unrestricted rows of open-shell datasets (``--open-shell``, ``--unrestricted``)
+are recomputed with PySCF's UKS/UHF, and their <S^2> and Mulliken spin populations are
+compared too.
 
 Functionals with D3(BJ) dispersion (``b3lyp-d3bj``, ...) are recomputed as PySCF's own
 ``<xc>-d3bj`` (pyscf-dispersion), so the total energies (and forces) compare with the
@@ -39,14 +42,29 @@ TOLERANCES = {
     # D3(BJ) part of energy (functionals ``<xc>-d3bj``): geometry only, the same library as
     # PySCF's (pyscf-dispersion), evaluated in float64 in both precisions
     "dispersion": (1e-9, 1e-9, "hartree"),
+    # open-shell datasets, unrestricted rows: PySCF's spin_square and mulliken_spin_pop
+    "s2": (1e-5, 1e-4, "1"),
+    "spin_populations": (1e-4, 1e-3, "e"),
 }
-OPTIONAL_LABELS = ("forces", "dispersion")  # compared when both sides have them
+# compared when both sides have them
+OPTIONAL_LABELS = ("forces", "dispersion", "s2", "spin_populations")
 
 
 def _molecule(row: dict):
     from qmgen.molecule import Molecule
 
-    return Molecule(np.asarray(row["z"]), np.asarray(row["positions"]), charge=int(row["charge"]))
+    spin = int(row["multiplicity"]) - 1
+    z, pos = np.asarray(row["z"]), np.asarray(row["positions"])
+    return Molecule(z, pos, charge=int(row["charge"]), spin=spin)
+
+
+def _reference_row(row: dict) -> dict:
+    """A stored conformer with the labels to compare: a restricted row of an open-shell
+    dataset has no <S^2> or spin populations worth comparing (PySCF's RKS has none)."""
+    out = dict(row)
+    if not row.get("unrestricted"):
+        out["s2"] = out["spin_populations"] = None
+    return out
 
 
 def sample_rows(ds, n: int, seed: int) -> np.ndarray:
@@ -106,7 +124,7 @@ def validate_dataset(
     pairs: dict[str, list] = {k: [] for k in TOLERANCES}
     per_conf: list[dict] = []
     for pos in picks.tolist():
-        row = ds[pos]
+        row = _reference_row(ds[pos])
         t0 = time.perf_counter()
         ref = reference_labels(
             _molecule(row),
@@ -116,10 +134,11 @@ def validate_dataset(
             forces=bool(ds.has_forces),
             conv_tol=conv_tol,
             density_fit=attrs.get("density_fit"),
+            unrestricted=bool(row.get("unrestricted")),
         )
         errs = {}
         for key in TOLERANCES:
-            if key in OPTIONAL_LABELS and (ref[key] is None or row.get(key) is None):
+            if key in OPTIONAL_LABELS and (ref.get(key) is None or row.get(key) is None):
                 continue
             mine, theirs = np.ravel(row[key]), np.ravel(ref[key])
             pairs[key].append((theirs, mine))

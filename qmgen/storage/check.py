@@ -27,7 +27,8 @@ def _bad_offsets(name: str, off: np.ndarray, length: int) -> list[str]:
 def _check_datasets(f: h5py.File, counts: dict, problems: list, version: int) -> dict:
     """Read every dataset, checking dtype, shape, units and length; return the arrays."""
     data = {}
-    spec = layout(bool(f.attrs["has_forces"]), version, bool(f.attrs.get("has_dispersion")))
+    optional = (bool(f.attrs.get(k)) for k in ("has_dispersion", "has_spin"))
+    spec = layout(bool(f.attrs["has_forces"]), version, *optional)
     for name, dtype, trailing, units, length in spec:
         if name not in f:
             problems.append(f"missing dataset /{name}")

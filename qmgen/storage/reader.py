@@ -17,6 +17,7 @@ from qmgen.storage.schema import (
     OPTIONAL_CONFORMER_FIELDS,
     RESERVED_ATTRS,
     ROW_SCALARS,
+    SPIN_CONFORMER_FIELDS,
     CorruptShardError,
     check_version,
     conformer_fields,
@@ -144,7 +145,7 @@ class ShardReader:
 
         Per-conformer fields (k,...) of CONFORMER_FIELDS that this shard's schema version
         stores (``self.fields``) and those of OPTIONAL_CONFORMER_FIELDS it holds
-        (``dispersion``); ``atom_offset``/``mo_offset`` (k+1,) rebased to 0;
+        (``dispersion``, the open-shell labels); ``atom_offset``/``mo_offset`` (k+1,) rebased to 0;
         per-atom fields (sum n_atoms, ...) and ``mo_energy``.
         """
         c = self.columns
@@ -226,5 +227,9 @@ def read_shard(path) -> dict:
             row[k] = int(cols[k][i])
         for k in ("charge", "multiplicity"):
             row[k] = int(cols[k][i]) if k in cols else None  # None: unknown (version 1)
+        if "s2" in cols:  # open-shell labels (has_spin)
+            row.update({k: cols[k][i].item() for k in SPIN_CONFORMER_FIELDS})
+            row["unrestricted"] = bool(row["unrestricted"])
+            row["spin_populations"] = cols["spin_populations"][a:b]
         rows.append(row)
     return dict(attrs=attrs, rows=rows, failures=failures)

@@ -9,7 +9,8 @@ int64 offsets, no variable-length HDF5 types), so a block of rows is a handful o
 Layout, schema version 2 (``units`` attribute on every dataset)::
 
     /            attrs: schema_version, shard_id, n_rows, n_failures, n_molecules,
-                 has_forces, has_dispersion (optional, False when absent), json_attrs
+                 has_forces, has_dispersion and has_spin (optional, False when absent),
+                 json_attrs
                  (names of the attributes below stored as JSON
                  text), then the caller's attrs (level of theory, provenance): str, int,
                  float and bool natively; dicts, lists and None as JSON text
@@ -25,9 +26,15 @@ Layout, schema version 2 (``units`` attribute on every dataset)::
                  dispersion f8 (n,) hartree: the empirical dispersion (D3(BJ)) included
                  in energy (present only when the functional has one, root attribute
                  has_dispersion; shards without the attribute have none)
+                 unrestricted b1, s2 f8 (<S^2>), homo_alpha, lumo_alpha, homo_beta,
+                 lumo_beta f8 hartree (n,): present only with root attribute has_spin
+                 (datasets of --open-shell / --unrestricted runs); restricted rows have
+                 s2 0 and alpha = beta
     /atoms/      z u1 (m,), positions f8 (m,3) bohr, charges f8 (m,) e,
                  forces f8 (m,3) hartree/bohr (present only when the dataset has forces)
-    /orbitals/   mo_energy f8 (mo_offset[-1],) hartree
+                 spin_populations f8 (m,) e (Mulliken spin density; only has_spin)
+    /orbitals/   mo_energy f8 (mo_offset[-1],) hartree (unrestricted rows: alpha then
+                 beta, 2 n_basis values)
     /molecules/  molecule_index i8 (k,); smiles, name: u1 byte blobs with
                  smiles_offset, name_offset i8 (k+1,)   (deduplicated per molecule)
     /failures/   molecule_index i8 (f,), status u1 (f,); input, smiles, message: u1 blobs
@@ -82,6 +89,22 @@ CONFORMER_FIELDS = {
 # dispersion part of the energy, for functionals with an empirical dispersion term. An
 # optional dataset, not a schema change: older readers ignore it
 OPTIONAL_CONFORMER_FIELDS: dict[str, tuple[str, tuple, str]] = {"dispersion": ("f8", (), "hartree")}
+# open-shell labels, stored (root attribute has_spin) by datasets that may hold
+# unrestricted rows (``--open-shell``, ``--unrestricted``): the method of each row
+# (unrestricted: UKS/UHF, else RKS/RHF), <S^2> (0 for restricted rows) and the frontier
+# orbital energies of each spin (alpha = beta for restricted rows); with them the atoms
+# get Mulliken spin populations and an unrestricted row's orbital energies are its alpha
+# then its beta ones (2 n_basis values)
+SPIN_CONFORMER_FIELDS: dict[str, tuple[str, tuple, str]] = {
+    "unrestricted": ("b1", (), "1"),
+    "s2": ("f8", (), "1"),
+    "homo_alpha": ("f8", (), "hartree"),
+    "lumo_alpha": ("f8", (), "hartree"),
+    "homo_beta": ("f8", (), "hartree"),
+    "lumo_beta": ("f8", (), "hartree"),
+}
+SPIN_LABELS = ("homo_alpha", "lumo_alpha", "homo_beta", "lumo_beta")  # energies
+OPTIONAL_CONFORMER_FIELDS.update(SPIN_CONFORMER_FIELDS)
 # fields added after version 1: the first schema version that stores them
 FIELDS_SINCE = {"charge": 2, "multiplicity": 2}
 ATOM_FIELDS = {
@@ -89,11 +112,12 @@ ATOM_FIELDS = {
     "positions": ("f8", (3,), "bohr"),
     "charges": ("f8", (), "e"),
     "forces": ("f8", (3,), "hartree/bohr"),  # optional
+    "spin_populations": ("f8", (), "e"),  # optional: with has_spin
 }
 ROW_SCALARS = ("energy", "homo", "lumo", "gap", "scf_error")
 RESERVED_ATTRS: tuple[str, ...] = ("schema_version", "shard_id", "n_rows", "n_failures")
-RESERVED_ATTRS += ("n_molecules", "has_forces", "json_attrs", "has_dispersion")
-OPTIONAL_ATTRS = ("has_dispersion",)  # reserved, but absent from shards of older qmgen
+RESERVED_ATTRS += ("n_molecules", "has_forces", "json_attrs", "has_dispersion", "has_spin")
+OPTIONAL_ATTRS = ("has_dispersion", "has_spin")  # reserved, but absent from shards of older qmgen
 MAX_Z = 118
 MAX_CHARGE = 1000  # |net charge| of a stored molecule
 
@@ -181,22 +205,28 @@ def check_version(version, where) -> int:
 
 
 def layout(
-    has_forces: bool, version: int = SCHEMA_VERSION, has_dispersion: bool = False
+    has_forces: bool,
+    version: int = SCHEMA_VERSION,
+    has_dispersion: bool = False,
+    has_spin: bool = False,
 ) -> list[tuple[str, str, tuple, str, str]]:
     """(dataset path, dtype, trailing shape, units, length key) for every dataset
-    (atoms/forces only ``has_forces``, conformers/dispersion only ``has_dispersion``).
+    (atoms/forces only ``has_forces``, conformers/dispersion only ``has_dispersion``,
+    the open-shell fields (SPIN_CONFORMER_FIELDS, atoms/spin_populations) only
+    ``has_spin``).
 
     The length key is a count ("n", "f", "k", or with "+1" for offsets) or the name of an
     offset array whose last element gives the length.
     """
     fields = conformer_fields(version).items()
     spec = [(f"conformers/{k}", d, s, u, "n") for k, (d, s, u) in fields]
-    if has_dispersion:
-        for k, (d, s, u) in OPTIONAL_CONFORMER_FIELDS.items():
+    for k, (d, s, u) in OPTIONAL_CONFORMER_FIELDS.items():
+        if has_spin if k in SPIN_CONFORMER_FIELDS else has_dispersion:
             spec.append((f"conformers/{k}", d, s, u, "n"))
     spec += [(f"conformers/{k}", "i8", (), "1", "n+1") for k in ("atom_offset", "mo_offset")]
+    optional_atoms = {"forces": has_forces, "spin_populations": has_spin}
     for k, (d, s, u) in ATOM_FIELDS.items():
-        if k != "forces" or has_forces:
+        if optional_atoms.get(k, True):
             spec.append((f"atoms/{k}", d, s, u, "m"))
     spec.append(("orbitals/mo_energy", "f8", (), "hartree", "n_mo"))
     spec.append(("molecules/molecule_index", "i8", (), "1", "k"))

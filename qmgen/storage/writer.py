@@ -27,6 +27,7 @@ from qmgen.storage.schema import (
     RESERVED_ATTRS,
     ROW_SCALARS,
     SCHEMA_VERSION,
+    SPIN_CONFORMER_FIELDS,
     blob,
     json_default,
 )
@@ -44,8 +45,10 @@ def _pack_rows(rows) -> tuple[dict, dict, dict]:
     n = len(rows)
     has_forces = n > 0 and rows[0].get("forces") is not None
     has_disp = n > 0 and rows[0].get("dispersion") is not None
+    has_spin = n > 0 and rows[0].get("s2") is not None
     disp = np.empty(n)
-    z, pos, chg, frc, mo, dip = [], [], [], [], [], []
+    spin = {k: np.empty(n) for k in SPIN_CONFORMER_FIELDS}
+    z, pos, chg, frc, mo, dip, spop = [], [], [], [], [], [], []
     scal = {k: np.empty(n) for k in ROW_SCALARS}
     ints = {k: np.empty(n, dtype=np.int64) for k in ("n_iter", "status", "molecule_index")}
     ints["conformer_index"] = np.empty(n, dtype=np.int64)
@@ -81,6 +84,20 @@ def _pack_rows(rows) -> tuple[dict, dict, dict]:
             raise ValueError(f"row {i}: dispersion must be given for all rows or for none")
         if has_disp:
             disp[i] = r["dispersion"]
+        if (r.get("s2") is not None) != has_spin:
+            raise ValueError(f"row {i}: open-shell labels must be given for all rows or none")
+        if has_spin:
+            for k in SPIN_CONFORMER_FIELDS:
+                spin[k][i] = _need(r, i, k)
+            si = np.asarray(_need(r, i, "spin_populations"), dtype=np.float64)
+            n_mo_spin = (2 if spin["unrestricted"][i] else 1) * r.get("n_basis", mi.size)
+            if si.shape != (na,) or (r.get("n_basis") is not None and mi.size != n_mo_spin):
+                raise ValueError(
+                    f"row {i}: spin_populations shape {si.shape} (expected ({na},)) or "
+                    f"mo_energy size {mi.size} (expected {n_mo_spin}: unrestricted rows "
+                    "store alpha then beta orbital energies)"
+                )
+            spop.append(si)
         z.append(zi)
         pos.append(pi)
         chg.append(ci)
@@ -97,7 +114,7 @@ def _pack_rows(rows) -> tuple[dict, dict, dict]:
                 f"row {i}: charge {charge} or multiplicity {mult}"
                 f" out of range (|charge| <= {MAX_CHARGE}, 1 <= multiplicity <= 255)"
             )
-        n_basis[i] = r.get("n_basis", mi.size)
+        n_basis[i] = r.get("n_basis", mi.size // (2 if r.get("unrestricted") else 1))
         converged[i] = bool(_need(r, i, "converged"))
         key = (int(ints["molecule_index"][i]), str(_need(r, i, "smiles")), str(r.get("name", "")))
         mol_row[i] = molecules.setdefault(key, len(molecules))
@@ -134,6 +151,9 @@ def _pack_rows(rows) -> tuple[dict, dict, dict]:
         atoms["forces"] = np.concatenate(frc)
     if has_disp:
         conf["dispersion"] = disp
+    if has_spin:
+        conf.update(spin)
+        atoms["spin_populations"] = np.concatenate(spop)
     conf["mo_energy"] = np.concatenate(mo) if n else np.zeros(0)
     return conf, atoms, molecules
 
@@ -181,7 +201,10 @@ def write_shard(path, shard_id: int, rows, failures, attrs, compression=None) ->
     or None (for all rows or none), dispersion (Hartree, the part of energy that is
     empirical dispersion) or None or absent (for all rows or none), converged, n_iter,
     status (Status), scf_error (Hartree), molecule_index, conformer_index, charge (net,
-    e), multiplicity (2S+1), smiles, name, optional n_basis (defaults to n_mo).
+    e), multiplicity (2S+1), smiles, name, optional n_basis (defaults to n_mo, or n_mo / 2
+    for an unrestricted row); the open-shell labels (for all rows or none) unrestricted
+    (bool), s2, homo_alpha, lumo_alpha, homo_beta, lumo_beta (Hartree) and
+    spin_populations (n,) e, where an unrestricted row's mo_energy is alpha then beta.
     ``failures``: dicts with
     molecule_index, input, smiles, status, message.
     ``attrs``: level of theory and provenance, stored as root attributes.
@@ -230,6 +253,7 @@ def write_shard(path, shard_id: int, rows, failures, attrs, compression=None) ->
                 n_molecules=len(molecules),
                 has_forces="forces" in atoms,
                 has_dispersion="dispersion" in conf,
+                has_spin="s2" in conf,
             )
             _write_attrs(f, attrs)
         fsync(tmp)
