@@ -20,10 +20,13 @@ Conversions use :mod:`qmgen.units` (PySCF's constants). Extra results (eV):
 already part of ``energy``); ``self.record`` keeps the raw label record of the last call
 (Hartree, Bohr) with ``n_iter``, ``scf_error`` and ``status``.
 
-qmgen's methods are closed shell (restricted) only: an odd electron count or a
-multiplicity other than 1 is refused with ``CalculatorSetupError``, an SCF that does not
-converge raises ``CalculationFailed`` naming the status and the engine's message, and
-periodic systems are refused (molecules only).
+Open shell: a multiplicity above 1 (or ``unrestricted=True``) runs unrestricted Kohn-Sham
+(UKS/UHF, :mod:`qmgen.dft.uscf`); then ``magmom`` (2S, ASE's total magnetic moment in
+Bohr magnetons), ``magmoms`` (Mulliken spin populations per atom), ``s2`` (<S^2>) are
+results too, and ``mo_energy`` is (2, n_ao). A multiplicity whose parity does not fit the
+electron count is refused with ``CalculatorSetupError``, an SCF that does not converge
+raises ``CalculationFailed`` naming the status and the engine's message, and periodic
+systems are refused (molecules only).
 """
 
 from __future__ import annotations
@@ -62,8 +65,10 @@ class Calculator(_AseCalculator):
         conservation and energy-based line searches. Hartree-Fock has no grid.
       precision: "float64" or "float32" (float32 SCF cycles, float64 finish).
       charge: net charge (e); None reads ``atoms.info["charge"]`` (0 when absent).
-      multiplicity: 2S+1; only 1 (closed shell) is supported. None reads
-        ``atoms.info["multiplicity"]`` (1 when absent).
+      multiplicity: 2S+1. None reads ``atoms.info["multiplicity"]``; when that is absent
+        too, 1 for an even electron count and 2 (a doublet) for an odd one. Above 1 the
+        SCF is unrestricted.
+      unrestricted: run UKS/UHF even for a singlet (default False).
       device: None for JAX's default device, a ``jax.Device``, or a platform name
         ("cpu", "gpu", "cuda", "tpu"; its first device). The compiled program is kept per
         device by JAX's jit cache.
@@ -77,6 +82,8 @@ class Calculator(_AseCalculator):
         "forces",
         "dipole",
         "charges",
+        "magmom",
+        "magmoms",
     ]
     default_parameters: ClassVar[dict[str, Any]] = {  # type: ignore[misc]
         "xc": "b3lyp5",
@@ -85,6 +92,7 @@ class Calculator(_AseCalculator):
         "grid_level": 3,
         "charge": None,
         "multiplicity": None,
+        "unrestricted": False,
     }
     nolabel = True  # no files: ASE's label/directory machinery is not used
 
@@ -101,31 +109,27 @@ class Calculator(_AseCalculator):
 
     # ------------------------------------------------------------------ helpers
     def molecule(self, atoms) -> Molecule:
-        """The ``qmgen.Molecule`` of ``atoms`` (positions converted to Bohr), after the
-        closed-shell and non-periodic checks."""
+        """The ``qmgen.Molecule`` of ``atoms`` (positions converted to Bohr, spin 2S from
+        the multiplicity), after the spin and non-periodic checks."""
         if np.any(atoms.pbc):
             raise CalculatorSetupError(
                 "qmgen.ase.Calculator computes isolated molecules: set atoms.pbc = False"
             )
         p = self.parameters
         charge = p.charge if p.charge is not None else atoms.info.get("charge", 0)
-        mult = p.multiplicity if p.multiplicity is not None else atoms.info.get("multiplicity", 1)
-        if int(mult) != 1:
+        mult = p.multiplicity if p.multiplicity is not None else atoms.info.get("multiplicity")
+        z = np.asarray(atoms.numbers, dtype=np.int64)
+        n_electrons = int(z.sum()) - int(charge)
+        if mult is None:
+            mult = 1 + n_electrons % 2
+        if int(mult) < 1 or (n_electrons - int(mult) + 1) % 2 or int(mult) - 1 > n_electrons:
             raise CalculatorSetupError(
-                f"multiplicity {mult}: qmgen computes closed-shell (restricted) singlets only"
+                f"multiplicity {mult} with {n_electrons} electrons (charge {charge}): 2S = "
+                "multiplicity - 1 must have the parity of the electron count; set the "
+                'charge or multiplicity (Calculator(...) or atoms.info["charge"/"multiplicity"])'
             )
-        mol = Molecule(
-            np.asarray(atoms.numbers, dtype=np.int64),
-            np.asarray(atoms.positions, dtype=np.float64) * ANGSTROM_TO_BOHR,
-            charge=int(charge),
-        )
-        if mol.n_electrons % 2:
-            raise CalculatorSetupError(
-                f"{mol.n_electrons} electrons (charge {mol.charge}): qmgen's closed-shell "
-                "methods need an even count; set the charge (Calculator(charge=...) or "
-                'atoms.info["charge"])'
-            )
-        return mol
+        pos = np.asarray(atoms.positions, dtype=np.float64) * ANGSTROM_TO_BOHR
+        return Molecule(z, pos, charge=int(charge), spin=int(mult) - 1)
 
     def _device(self):
         if self.device is None or not isinstance(self.device, str):
@@ -150,6 +154,7 @@ class Calculator(_AseCalculator):
             precision=self.parameters.precision,
             forces=True,
             batch_size=1,
+            unrestricted=bool(self.parameters.unrestricted),
             **settings,
         )
         device = self._device()
@@ -180,3 +185,11 @@ class Calculator(_AseCalculator):
         }
         if rec["dispersion"] is not None:
             self.results["dispersion"] = rec["dispersion"] * ev
+        if rec["method"] == "UKS":
+            self.results.update(
+                magmom=float(mol.spin),
+                magmoms=np.asarray(rec["spin_populations"], dtype=np.float64).copy(),
+                s2=rec["s2"],
+            )
+        else:
+            self.results.update(magmom=0.0, magmoms=np.zeros(mol.n_atoms))

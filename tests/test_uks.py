@@ -71,9 +71,9 @@ def radicals(name):
 
 
 @cache
-def run(name, **kw):
+def run(name, conv_tol=1e-10, **kw):
     mols = list(radicals(name))
-    return qmgen.compute(mols, min_bucket_size=len(mols), conv_tol=1e-10, **kw)
+    return qmgen.compute(mols, min_bucket_size=len(mols), conv_tol=conv_tol, **kw)
 
 
 @cache
@@ -137,8 +137,11 @@ def test_closed_shell_through_uks_gives_the_rks_energy():
 @pytest.mark.slow
 @pytest.mark.parametrize("k", range(2), ids=["allyl", "cation-9-heavy"])
 def test_b3lyp5_larger_open_shells_match_pyscf_uks(k):
-    got = run("large", xc="b3lyp5", forces=True)[k]
-    want = ref("large", k, xc="b3lyp5", forces=True)
+    """conv_tol 1e-12 on both sides: the 9-heavy-atom cation's UKS energy surface is soft,
+    so at 1e-10 PySCF stops with its dipole 8e-4 e*Bohr from the converged one (qmgen's
+    was 2e-5 away); at 1e-12 the two agree to 1.4e-6 (measured)."""
+    got = run("large", conv_tol=1e-12, max_cycle=100, xc="b3lyp5", forces=True)[k]
+    want = ref("large", k, xc="b3lyp5", forces=True, conv_tol=1e-12)
     assert_close(got, want, ALL + ("forces",))
 
 

@@ -51,7 +51,8 @@ def export_parquet(
     """Write the dataset as QM1B-compatible Parquet (see module docstring); return counts.
 
     Streams row groups of ``rows_per_group`` conformers, so memory stays bounded.
-    ``energy``: as :func:`qmgen.open_dataset` ("referenced": minus the refs.json constants).
+    ``energy``: as :func:`qmgen.open_dataset` ("referenced": minus the refs.json constants;
+    "atomization": minus its isolated-atom energies).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

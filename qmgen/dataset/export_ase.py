@@ -43,7 +43,8 @@ key                where      value
 
 With ``energy="referenced"`` (``--energy referenced``) ``energy`` and ``REF_energy`` are
 the total energy minus the per-element constants of ``DIR/refs.json``
-(:mod:`qmgen.dataset.refs`); forces are unchanged.
+(:mod:`qmgen.dataset.refs`), and with ``energy="atomization"`` the total energy minus the
+isolated-atom energies stored there by ``qmgen refs DIR --atoms``; forces are unchanged.
 
 "calc" is ASE's ``SinglePointCalculator`` attached on reading (``ase.io.read`` moves the
 standard property names there), "info"/"arrays" are ``atoms.info`` / ``atoms.arrays``.

@@ -406,7 +406,8 @@ def open_dataset(
     min(2 GiB, a quarter of RAM)).
     ``energy``: "total" (as computed), "referenced" (minus the per-element constants of
     ``DIR/refs.json``, written by ``qmgen refs DIR``: :mod:`qmgen.dataset.refs`) or
-    "atomization" (minus isolated-atom energies: refused until qmgen has open-shell atoms).
+    "atomization" (minus the isolated-atom energies of ``refs.json``, computed with UKS
+    by ``qmgen refs DIR --atoms``).
     Only ``energy`` changes; ``homo``, ``lumo``, ``dispersion`` and forces do not.
     """
     from qmgen.dataset.refs import reference_table

@@ -98,7 +98,8 @@ def reference_labels(
 
         (n_a, n_b), (e_a, e_b) = mf.mol.nelec, mf.mo_energy
         homo = max(e_a[n_a - 1], e_b[n_b - 1] if n_b else -np.inf)
-        lumo = min(e_a[n_a], e_b[n_b])
+        # a spin with every orbital filled (an H atom's alpha in STO-3G) has no LUMO
+        lumo = min(e_a[n_a] if n_a < e_a.size else np.inf, e_b[n_b] if n_b < e_b.size else np.inf)
         dm = mf.make_rdm1()
         spin_pop = mulliken_spin_pop(mf.mol, dm, mf.get_ovlp(), verbose=0)[1]
         extra = dict(s2=float(mf.spin_square()[0]), spin_populations=np.asarray(spin_pop))
