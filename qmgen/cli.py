@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "qmgen.pipeline.merge",  # merge
     "qmgen.chem.cli",  # sample
     "qmgen.dataset.cli",  # info, verify, export
+    "qmgen.pipeline.refs",  # refs
 )
 
 

@@ -41,3 +41,11 @@ H   0.6291  -0.6291  -0.6291
 # 9-11 heavy atoms, embedded with RDKit (seeded ETKDG)
 NINE_HEAVY = "O=Cc1ccncc1F"  # 3-fluoro-4-pyridinecarboxaldehyde, 9 heavy atoms, 4 H
 SCF_LARGE = ("OCC1OC(O)C(O)C1", "CC(=O)Oc1ccccc1")  # 9 and 10 heavy atoms
+# a doublet radical (Angstrom, near its minimum; spin=1)
+METHYL = """4
+methyl radical
+C   0.0000  0.0000  0.0000
+H   1.0790  0.0000  0.0000
+H  -0.5395  0.9344  0.0000
+H  -0.5395 -0.9344  0.0500
+"""

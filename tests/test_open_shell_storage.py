@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from molecules import WATER
+from molecules import METHYL, WATER
 
 import qmgen
 from qmgen.dft.reference import pyscf_scf
@@ -22,14 +22,6 @@ from qmgen.pipeline.task import _row
 from qmgen.storage.check import check_shard
 from qmgen.storage.reader import read_shard
 from qmgen.storage.writer import write_shard
-
-METHYL = """4
-methyl radical
-C   0.0000  0.0000  0.0000
-H   1.0790  0.0000  0.0000
-H  -0.5395  0.9344  0.0000
-H  -0.5395 -0.9344  0.0500
-"""
 
 
 @cache

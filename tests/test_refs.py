@@ -15,8 +15,9 @@ from test_shards import ATTRS, make_rows
 
 import qmgen
 from qmgen.cli import main as cli
-from qmgen.dataset.refs import GROUND_MULTIPLICITY, ReferenceEnergyError, isolated_atom_energies
+from qmgen.dataset.refs import GROUND_MULTIPLICITY, ReferenceEnergyError
 from qmgen.dft.reference import pyscf_mol, pyscf_scf
+from qmgen.pipeline.refs import isolated_atom_energies
 from qmgen.storage import manifest as mf
 from qmgen.storage.writer import write_shard
 from qmgen.units import HARTREE_TO_EV

@@ -9,7 +9,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from molecules import NINE_HEAVY, WATER
+from molecules import METHYL, NINE_HEAVY, WATER
 
 import qmgen
 from qmgen import Molecule
@@ -31,13 +31,6 @@ TOL = dict(
 )
 
 # Angstrom geometries near their minima
-METHYL = """4
-methyl radical
-C   0.0000  0.0000  0.0000
-H   1.0790  0.0000  0.0000
-H  -0.5395  0.9344  0.0000
-H  -0.5395 -0.9344  0.0500
-"""
 NO2 = """3
 nitrogen dioxide
 N   0.0000  0.0000  0.3300
@@ -150,6 +143,14 @@ def test_b3lyp5_larger_open_shells_match_pyscf_uks(k):
 def test_b3lyp_631gs_open_shells_match_pyscf_uks(name, k):
     kw = dict(xc="b3lyp", basis="6-31g*", forces=True)
     assert_close(run(name, **kw)[k], ref(name, k, **kw), ALL + ("forces",))
+
+
+@pytest.mark.slow
+def test_b3lyp_631gs_nine_heavy_atom_cation_matches_pyscf_uks():
+    """The doublet cation alone (its own bucket; conv_tol 1e-12 as at STO-3G)."""
+    kw = dict(xc="b3lyp", basis="6-31g*", forces=True, conv_tol=1e-12)
+    (got,) = qmgen.compute([radicals("large")[1]], max_cycle=100, **kw)
+    assert_close(got, ref("large", 1, **kw), ALL + ("forces",))
 
 
 def test_spin_is_validated_against_the_electron_count():

@@ -137,8 +137,9 @@ def dataset_elements(ds) -> list[str]:
 
 
 def dataset_level(ds) -> dict:
-    """The keyword arguments of :func:`isolated_atom_energies` for ``ds``'s stored level
-    of theory (its attrs: xc, basis, grid_level, precision, conv_tol, density_fit)."""
+    """The keyword arguments of :func:`qmgen.pipeline.refs.isolated_atom_energies` for
+    ``ds``'s stored level of theory (its attrs: xc, basis, grid_level, precision,
+    conv_tol, density_fit)."""
     attrs = ds.attrs
     missing = [k for k in ("xc", "basis", "grid_level") if attrs.get(k) is None]
     if missing:
@@ -157,112 +158,6 @@ def dataset_level(ds) -> dict:
     )
 
 
-def _no_virtuals(rec: dict) -> bool:
-    """A filled-shell atom whose basis has no virtual orbitals (He, Ne, Ar in STO-3G):
-    the occupied orbitals span the basis, the orbital gradient is empty and the energy
-    exact after one cycle, but the SCF flags the missing LUMO as NON_FINITE."""
-    from qmgen.status import Status
-
-    return (
-        rec.get("status") == Status.NON_FINITE
-        and np.isfinite(rec.get("energy", np.nan))
-        and np.isnan(rec.get("lumo", np.nan))
-        and rec.get("scf_error") == 0.0
-    )
-
-
-def isolated_atom_energies(
-    symbols,
-    xc: str = "b3lyp5",
-    basis: str = "sto-3g",
-    grid_level: int = 0,
-    precision: str = "float64",
-    conv_tol: float = 1e-9,
-    density_fit: str | bool | None = None,
-    max_cycle: int = 100,
-) -> dict:
-    """Energies (Hartree) of the isolated neutral atoms of ``symbols`` (element symbols
-    or atomic numbers; repeats ignored), each at the origin in its ground-state
-    multiplicity (:data:`GROUND_MULTIPLICITY`): UKS for open-shell atoms, RKS for
-    closed-shell ones, with :func:`qmgen.compute` at the given level of theory
-    (``density_fit`` as ``qmgen generate --density-fit``: None, True/"default" or an
-    auxiliary basis name).
-
-    Returns the atoms part of a refs.json document (module docstring): ``atoms``
-    {symbol: Hartree} and ``atoms_meta`` (method "isolated-atoms", multiplicities, SCF
-    kind, <S^2>, cycles, level). Raises :class:`ReferenceEnergyError` for an element
-    without a tabulated multiplicity or whose SCF does not converge (naming it).
-    """
-    import qmgen
-    from qmgen.dft.xc import get_functional
-    from qmgen.molecule import atomic_number
-
-    xc = get_functional(xc).name
-    zs = sorted({atomic_number(s) for s in symbols})
-    if not zs:
-        raise ReferenceEnergyError("no elements given for isolated-atom energies")
-    unknown = [SYMBOLS[z] for z in zs if SYMBOLS[z] not in GROUND_MULTIPLICITY]
-    if unknown:
-        raise ReferenceEnergyError(
-            f"no ground-state multiplicity tabulated for {', '.join(unknown)}; isolated-atom "
-            f"energies are available for {', '.join(GROUND_MULTIPLICITY)}"
-        )
-    mols = [
-        qmgen.Molecule(np.array([z]), np.zeros((1, 3)), spin=GROUND_MULTIPLICITY[SYMBOLS[z]] - 1)
-        for z in zs
-    ]
-    records = qmgen.compute(
-        mols,
-        xc=xc,
-        basis=basis,
-        grid_level=grid_level,
-        precision=precision,
-        conv_tol=conv_tol,
-        max_cycle=max_cycle,
-        density_fit=density_fit or False,
-        batch_size=1,  # one program per atom shape, shared by every set of elements
-    )
-    failed = [
-        f"{SYMBOLS[z]} (multiplicity {GROUND_MULTIPLICITY[SYMBOLS[z]]}: "
-        f"{rec.get('message') or 'not converged'})"
-        for z, rec in zip(zs, records, strict=True)
-        if not (rec.get("status") == 0 and rec.get("converged")) and not _no_virtuals(rec)
-    ]
-    if failed:
-        raise ReferenceEnergyError(
-            f"isolated-atom SCF failed for {'; '.join(failed)} at {xc}/{basis} grid level "
-            f"{grid_level}, conv_tol {conv_tol:g}, {max_cycle} cycles"
-        )
-    sym = [SYMBOLS[z] for z in zs]
-    level = dict(
-        xc=xc,
-        basis=basis,
-        grid_level=int(grid_level),
-        precision=precision,
-        conv_tol=float(conv_tol),
-    )
-    if density_fit:
-        level["density_fit"] = "default" if density_fit is True else str(density_fit)
-    done = dict(zip(sym, records, strict=True))
-    return {
-        "format": REFS_FORMAT,
-        "unit": "hartree",
-        "level": {k: level[k] for k in LEVEL_KEYS if k in level},
-        "atoms": {s: float(r["energy"]) for s, r in done.items()},
-        "atoms_meta": {
-            "method": "isolated-atoms",
-            "note": "neutral atoms in their ground-state multiplicity, one SCF each "
-            "(UKS when open shell, RKS when closed); for energy='atomization'",
-            "multiplicity": {s: GROUND_MULTIPLICITY[s] for s in sym},
-            "scf": {s: str(r.get("method") or "RKS") for s, r in done.items()},
-            "s2": {s: float(r["s2"]) if r.get("s2") is not None else 0.0 for s, r in done.items()},
-            "n_iter": {s: int(r["n_iter"]) for s, r in done.items()},
-            "level": level,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-    }
-
-
 def same_level(a: dict | None, b: dict | None) -> bool:
     """Whether two ``level`` dicts name the same xc, basis, grid level, precision and
     density fitting (absent density_fit: exact ERIs)."""
@@ -273,7 +168,8 @@ def same_level(a: dict | None, b: dict | None) -> bool:
 
 def combine_references(fit: dict | None, atoms: dict | None) -> dict:
     """One refs.json document of a least-squares ``fit`` (:func:`fit_references`) and
-    the atoms part ``atoms`` (:func:`isolated_atom_energies`), either possibly None."""
+    the atoms part ``atoms`` (:func:`qmgen.pipeline.refs.isolated_atom_energies`), either
+    possibly None."""
     if fit is None and atoms is None:
         raise ValueError("nothing to combine: neither a fit nor isolated atoms")
     doc = dict(fit or {})
