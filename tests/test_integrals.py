@@ -75,7 +75,10 @@ def reorder(layout, res):
     return out
 
 
-@pytest.mark.parametrize("basis", BASES)
+# def2-svp (~30-40 s) is slow: 6-31g* keeps d shells in the default run
+@pytest.mark.parametrize(
+    "basis", [pytest.param(b, marks=pytest.mark.slow) if b == "def2-svp" else b for b in BASES]
+)
 def test_small_molecules_match_libcint_float64(basis):
     for mol, layout, res in small_results(basis, "float64"):
         ref = pyscf_reference(mol, basis)

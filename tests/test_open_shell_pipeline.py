@@ -125,6 +125,7 @@ def test_validate_recomputes_radicals_with_pyscf_uks(open_shell):
     assert report["labels"]["s2"]["max"] < 1e-5
 
 
+@pytest.mark.slow  # ~70 s: a third generate run
 def test_killed_run_resumes_to_the_same_rows(open_shell, inputs, tmp_path):
     out = tmp_path / "killed"
     cmd = _cli(inputs, out, "--open-shell", "--shard-size", "1")
@@ -156,6 +157,7 @@ def test_killed_run_resumes_to_the_same_rows(open_shell, inputs, tmp_path):
         assert read_shard(out / e["file"])["attrs"]["open_shell"] is True
 
 
+@pytest.mark.slow  # ~35 s: two more generate runs
 def test_closed_shell_runs_refuse_radicals_and_unrestricted_matches_rks(inputs, tmp_path):
     closed = run(inputs, tmp_path / "closed")
     assert not closed.has_spin

@@ -128,6 +128,7 @@ def assert_conv_tol_met(records, conv_tol):
         assert abs(rec["delta_e"]) < conv_tol, rec["delta_e"]
 
 
+@pytest.mark.slow  # ~60 s each on 2 cores; the parity tests check converged labels too
 @pytest.mark.parametrize("precision", ["float64", "float32"])
 def test_converged_means_conv_tol_met(precision):
     """In both precisions (conv_tol 1e-9, compute's default; tests/test_batches.py checks

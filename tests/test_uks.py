@@ -146,6 +146,12 @@ def test_b3lyp_631gs_open_shells_match_pyscf_uks(name, k):
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured 2026-12-06: qmgen's UKS converges to a higher solution, -460.523544 Ha, "
+    "than PySCF's -460.523810 (PySCF needs more than its 50 default cycles to get there); "
+    "a different stationary point, not noise (issue 15 open)",
+)
 def test_b3lyp_631gs_nine_heavy_atom_cation_matches_pyscf_uks():
     """The doublet cation alone (its own bucket; conv_tol 1e-12 as at STO-3G)."""
     kw = dict(xc="b3lyp", basis="6-31g*", forces=True, conv_tol=1e-12)
